@@ -1,0 +1,51 @@
+# GoBalancer. `make run` and `make test` work on a fresh machine: they fetch the pinned
+# Node.js 24 from the npm registry (toolchain/) when the machine's Node is older.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+export PATH := $(CURDIR)/toolchain/node_modules/.bin:$(CURDIR)/node_modules/.bin:$(PATH)
+export npm_config_update_notifier := false
+
+NODE_STAMP := toolchain/node_modules/.installed
+DEPS_STAMP := node_modules/.installed
+SOURCES := $(shell find src -name '*.ts' ! -name '*.test.ts') tsconfig.json tsconfig.build.json
+
+.PHONY: run test build typecheck bench bench-peers deps clean
+
+## run: build, start three demo backends on 127.0.0.1:9001-9003 and GoBalancer on :8080
+run: build
+	@node demo/backends.ts & demo=$$!; \
+	trap 'kill $$demo 2>/dev/null || true' EXIT; \
+	echo "GoBalancer on :8080 (API on 127.0.0.1:8081). Try: curl localhost:8080   Stop: Ctrl-C"; \
+	node dist/cli.js --config $${CONFIG:-config/config.yaml}
+
+## test: type-check, build, and run every unit and end-to-end test
+test: build typecheck
+	node --test --test-concurrency=2 --test-timeout=120000 'src/**/*.test.ts' 'test/**/*.test.ts'
+
+## build: compile TypeScript to dist/
+build: dist/.built
+dist/.built: $(DEPS_STAMP) $(SOURCES)
+	tsc -p tsconfig.build.json
+	chmod +x dist/cli.js
+	touch $@
+
+typecheck: $(DEPS_STAMP)
+	tsc -p tsconfig.json
+
+## bench: backend-pick micro-benchmarks for every algorithm
+bench: build
+	node bench/pick.ts
+
+deps: $(DEPS_STAMP)
+
+$(NODE_STAMP): toolchain/package.json toolchain/package-lock.json
+	cd toolchain && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(DEPS_STAMP): package.json package-lock.json $(NODE_STAMP)
+	@node -e 'if (+process.versions.node.split(".")[0] < 24) { console.error("Node " + process.version + " found; GoBalancer needs 24+"); process.exit(1) }'
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+clean:
+	rm -rf dist node_modules toolchain/node_modules

@@ -1,0 +1,90 @@
+import type { AddressInfo } from "node:net";
+import type { Logger } from "pino";
+import type { Config } from "./config/schema.ts";
+import { StaticSource } from "./discovery/static.ts";
+import type { DiscoverySource } from "./discovery/source.ts";
+import { CounterTable, CounterView } from "./pool/counters.ts";
+import { BackendPool } from "./pool/pool.ts";
+import { DataPlane } from "./proxy/data-plane.ts";
+
+/**
+ * GoBalancer assembled: the pool, its sources, and the data plane reading the pool's
+ * snapshots. Owns start-up order and graceful shutdown.
+ */
+export class Balancer {
+  readonly pool: BackendPool;
+  private readonly config: Config;
+  private readonly log: Logger;
+  private readonly dataPlane: DataPlane;
+  private readonly sources: DiscoverySource[] = [];
+  private listening: AddressInfo | undefined;
+  private shuttingDown = false;
+
+  constructor(config: Config, logger: Logger) {
+    this.config = config;
+    this.log = logger;
+    const counters = new CounterTable(1);
+    this.pool = new BackendPool({ logger, counters });
+    this.dataPlane = new DataPlane({
+      listen: config.listen,
+      algorithm: config.algorithm,
+      retries: config.retries,
+      maxConnections: config.maxConnections,
+      connectTimeoutMs: config.timeouts.connectMs,
+      idleTimeoutMs: config.timeouts.idleMs,
+      counters: new CounterView(counters.buffers, 0),
+      logger,
+    });
+    this.pool.onSnapshot((snapshot) => this.dataPlane.setSnapshot(snapshot));
+    if (config.discovery.type === "static") {
+      this.sources.push(new StaticSource(config.discovery.backends, (d) => this.pool.reconcile("static", d)));
+    } else {
+      throw new Error(`discovery type ${config.discovery.type} is not available in this build`);
+    }
+  }
+
+  /** Starts discovery, then listens. Rejects (with everything stopped) on failure. */
+  async start(): Promise<AddressInfo> {
+    for (const source of this.sources) await source.start();
+    try {
+      this.listening = await this.dataPlane.listen();
+    } catch (err) {
+      await this.stopSources();
+      throw err;
+    }
+    this.log.info(
+      {
+        listen: formatAddress(this.listening),
+        algorithm: this.config.algorithm,
+        backends: this.pool.size,
+        discovery: this.config.discovery.type,
+      },
+      "gobalancer started",
+    );
+    return this.listening;
+  }
+
+  get draining(): boolean {
+    return this.shuttingDown;
+  }
+
+  /** Stops accepting, lets open connections finish up to timeouts.shutdown, then closes them. */
+  async shutdown(): Promise<void> {
+    if (this.shuttingDown) return;
+    this.shuttingDown = true;
+    const active = this.dataPlane.activeConnections;
+    this.log.info({ active_connections: active, timeout_ms: this.config.timeouts.shutdownMs }, "shutting down: draining connections");
+    this.dataPlane.stopAccepting();
+    await this.stopSources();
+    const forced = await this.dataPlane.drain(this.config.timeouts.shutdownMs);
+    this.log.info({ closed_at_deadline: forced }, "shutdown complete");
+  }
+
+  private async stopSources(): Promise<void> {
+    await Promise.allSettled(this.sources.map((s) => s.stop()));
+  }
+}
+
+export function formatAddress(a: AddressInfo): string {
+  return a.family === "IPv6" ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+}

@@ -1,0 +1,217 @@
+import { z } from "zod";
+import { parseHostPort, type HostPort } from "../pool/address.ts";
+import { parseDuration } from "./duration.ts";
+
+/**
+ * The YAML config as users write it (snake_case, seed-compatible), validated and turned
+ * into the typed Config the rest of the program uses. Defaults are applied here, once;
+ * durations are parsed here, once. Unknown keys are errors so typos never pass silently.
+ */
+
+export const ALGORITHMS = ["round_robin", "least_connections", "weighted", "ip_hash"] as const;
+export type Algorithm = (typeof ALGORITHMS)[number];
+
+export const MAX_WEIGHT = 1000;
+
+const duration = () =>
+  z.union([z.string(), z.number()]).transform((value, ctx) => {
+    const ms = typeof value === "number" ? (value === 0 ? 0 : undefined) : parseDuration(value);
+    if (ms === undefined) {
+      ctx.issues.push({
+        code: "custom",
+        input: value,
+        message: `must be a duration such as 250ms, 5s or 1m30s (got ${JSON.stringify(value)})`,
+      });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const positiveDuration = () => duration().refine((ms) => ms > 0, { message: "must be greater than 0" });
+
+const hostPort = (opts: { allowEmptyHost?: boolean; allowPortZero?: boolean }) =>
+  z.string().transform((value, ctx): HostPort => {
+    try {
+      return parseHostPort(value, opts);
+    } catch (err) {
+      ctx.issues.push({ code: "custom", input: value, message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
+
+export const backendAddress = hostPort({});
+export const listenAddress = hostPort({ allowEmptyHost: true, allowPortZero: true });
+
+export const weight = z
+  .number({ error: `must be an integer 1-${MAX_WEIGHT}` })
+  .int({ error: `must be an integer 1-${MAX_WEIGHT}` })
+  .min(1, { error: `must be an integer 1-${MAX_WEIGHT}` })
+  .max(MAX_WEIGHT, { error: `must be an integer 1-${MAX_WEIGHT}` });
+
+/** "200-399", "200,204", "2xx"-free on purpose: explicit numbers and ranges only. */
+const statusRanges = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const ranges: Array<[number, number]> = [];
+  for (const part of String(value).split(",")) {
+    const m = /^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$/.exec(part);
+    const lo = m ? Number(m[1]) : NaN;
+    const hi = m?.[2] ? Number(m[2]) : lo;
+    if (!m || lo < 100 || hi > 599 || lo > hi) {
+      ctx.issues.push({
+        code: "custom",
+        input: value,
+        message: `must be status codes or ranges such as "200-399" or "200,204" (got ${JSON.stringify(value)})`,
+      });
+      return z.NEVER;
+    }
+    ranges.push([lo, hi]);
+  }
+  return ranges;
+});
+
+const staticBackend = z.strictObject({
+  address: backendAddress,
+  weight: weight.default(1),
+});
+
+const rawConfig = z.strictObject({
+  listen: listenAddress.prefault(":8080"),
+  algorithm: z.enum(ALGORITHMS, { error: `must be one of ${ALGORITHMS.join(", ")}` }).default("round_robin"),
+  retries: z.number().int().min(0).max(100).default(2),
+  max_connections: z.number().int().min(0).default(0),
+  workers: z
+    .union([z.literal("auto"), z.number().int().min(1).max(256)], {
+      error: 'must be a number of threads (1-256) or "auto"',
+    })
+    .default(1),
+  timeouts: z
+    .strictObject({
+      connect: positiveDuration().default(3000),
+      idle: duration().default(600_000),
+      shutdown: duration().default(30_000),
+    })
+    .prefault({}),
+  health_check: z
+    .strictObject({
+      type: z.enum(["tcp", "http"], { error: "must be tcp or http" }).default("tcp"),
+      interval: positiveDuration().default(5000),
+      timeout: positiveDuration().default(2000),
+      rise: z.number().int().min(1).max(100).default(2),
+      fall: z.number().int().min(1).max(100).default(3),
+      http: z
+        .strictObject({
+          path: z.string().startsWith("/", { error: 'must start with "/"' }).default("/health"),
+          expect_status: statusRanges.default([[200, 399]]),
+          host: z.string().default(""),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  api: z
+    .strictObject({
+      listen: listenAddress.prefault("127.0.0.1:8081"),
+      token: z.string().default(""),
+      allow_unauthenticated: z.boolean().default(false),
+    })
+    .prefault({}),
+  state_file: z.string().min(1).default("data/state.json"),
+  log: z
+    .strictObject({
+      level: z.enum(["debug", "info", "warn", "error"]).default("info"),
+      format: z.enum(["json", "pretty"]).default("json"),
+    })
+    .prefault({}),
+  discovery: z
+    .strictObject({
+      type: z.enum(["static", "docker", "kubernetes"], { error: "must be static, docker or kubernetes" }).default("static"),
+      backends: z.array(staticBackend).default([]),
+      docker: z
+        .strictObject({
+          host: z.string().default(""),
+          label: z.string().min(1).default("lb.enable"),
+          network: z.string().default(""),
+        })
+        .prefault({}),
+      kubernetes: z
+        .strictObject({
+          namespace: z.string().min(1).default("default"),
+          service: z.string().default(""),
+          port: z.union([z.string(), z.number().int().min(1).max(65535)]).transform(String).default(""),
+        })
+        .prefault({}),
+    })
+    .prefault({})
+    .superRefine((d, ctx) => {
+      const seen = new Map<string, number>();
+      d.backends.forEach((b, i) => {
+        const first = seen.get(b.address.key);
+        if (first !== undefined) {
+          ctx.issues.push({
+            code: "custom",
+            input: b.address.key,
+            path: ["backends", i, "address"],
+            message: `duplicate of discovery.backends[${first}] (${b.address.key})`,
+          });
+        }
+        seen.set(b.address.key, i);
+      });
+      if (d.type === "kubernetes" && d.kubernetes.service === "") {
+        ctx.issues.push({ code: "custom", input: "", path: ["kubernetes", "service"], message: "is required when discovery.type is kubernetes" });
+      }
+    }),
+});
+
+export type RawConfig = z.input<typeof rawConfig>;
+
+/** The validated configuration, with durations in milliseconds and addresses parsed. */
+export interface Config {
+  listen: HostPort;
+  algorithm: Algorithm;
+  retries: number;
+  maxConnections: number;
+  workers: number | "auto";
+  timeouts: { connectMs: number; idleMs: number; shutdownMs: number };
+  healthCheck: {
+    type: "tcp" | "http";
+    intervalMs: number;
+    timeoutMs: number;
+    rise: number;
+    fall: number;
+    http: { path: string; expectStatus: ReadonlyArray<readonly [number, number]>; host: string };
+  };
+  api: { listen: HostPort; token: string; allowUnauthenticated: boolean };
+  stateFile: string;
+  log: { level: "debug" | "info" | "warn" | "error"; format: "json" | "pretty" };
+  discovery: {
+    type: "static" | "docker" | "kubernetes";
+    backends: Array<{ address: HostPort; weight: number }>;
+    docker: { host: string; label: string; network: string };
+    kubernetes: { namespace: string; service: string; port: string };
+  };
+}
+
+export const configSchema = rawConfig.transform(
+  (c): Config => ({
+    listen: c.listen,
+    algorithm: c.algorithm,
+    retries: c.retries,
+    maxConnections: c.max_connections,
+    workers: c.workers,
+    timeouts: { connectMs: c.timeouts.connect, idleMs: c.timeouts.idle, shutdownMs: c.timeouts.shutdown },
+    healthCheck: {
+      type: c.health_check.type,
+      intervalMs: c.health_check.interval,
+      timeoutMs: c.health_check.timeout,
+      rise: c.health_check.rise,
+      fall: c.health_check.fall,
+      http: {
+        path: c.health_check.http.path,
+        expectStatus: c.health_check.http.expect_status,
+        host: c.health_check.http.host,
+      },
+    },
+    api: { listen: c.api.listen, token: c.api.token, allowUnauthenticated: c.api.allow_unauthenticated },
+    stateFile: c.state_file,
+    log: c.log,
+    discovery: c.discovery,
+  }),
+);

@@ -1,0 +1,164 @@
+/**
+ * Per-backend counters shared by every data-plane thread, lock-free.
+ *
+ * `active` is one Int32 per backend slot, changed with Atomics by whichever thread opens
+ * or closes a connection, so least_connections sees every thread's connections.
+ * Totals and byte counts are striped per thread (one writer each, plain stores, summed on
+ * read), because Atomics cannot add to 64-bit floats and 32-bit totals would wrap.
+ * Both live in growable SharedArrayBuffers: a worker holding a length-tracking view sees
+ * slots the main thread adds later without any message.
+ */
+
+export const STAT_TOTAL = 0;
+export const STAT_FAILED = 1;
+export const STAT_BYTES_IN = 2;
+export const STAT_BYTES_OUT = 3;
+const STATS_PER_SLOT = 4;
+
+/** Process-wide figures in `global`, indexed by these. */
+export const GLOBAL_ACTIVE = 0;
+const GLOBAL_FIELDS = 4;
+
+const MAX_SLOTS = 1 << 24;
+const INITIAL_SLOTS = 1024;
+
+/** What a data-plane thread needs to count: transferable to worker threads as is. */
+export interface CounterBuffers {
+  readonly threads: number;
+  readonly active: SharedArrayBuffer;
+  readonly stats: SharedArrayBuffer;
+  readonly global: SharedArrayBuffer;
+}
+
+export interface BackendStats {
+  active: number;
+  total: number;
+  failed: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** One thread's handle on the shared counters. Hot-path methods allocate nothing. */
+export class CounterView {
+  /** Live active-connection count per slot (length-tracking view). */
+  readonly active: Int32Array;
+  readonly global: Int32Array;
+  private readonly stats: Float64Array;
+  private readonly stripe: number;
+  private readonly threads: number;
+
+  constructor(buffers: CounterBuffers, thread: number) {
+    if (thread < 0 || thread >= buffers.threads) throw new Error(`counter thread ${thread} out of range`);
+    this.active = new Int32Array(buffers.active);
+    this.stats = new Float64Array(buffers.stats);
+    this.global = new Int32Array(buffers.global);
+    this.threads = buffers.threads;
+    this.stripe = thread * STATS_PER_SLOT;
+  }
+
+  opened(slot: number): void {
+    Atomics.add(this.active, slot, 1);
+    this.stats[slot * this.threads * STATS_PER_SLOT + this.stripe + STAT_TOTAL]! += 1;
+  }
+
+  closed(slot: number, bytesIn: number, bytesOut: number): void {
+    Atomics.sub(this.active, slot, 1);
+    const base = slot * this.threads * STATS_PER_SLOT + this.stripe;
+    this.stats[base + STAT_BYTES_IN]! += bytesIn;
+    this.stats[base + STAT_BYTES_OUT]! += bytesOut;
+  }
+
+  failed(slot: number): void {
+    this.stats[slot * this.threads * STATS_PER_SLOT + this.stripe + STAT_FAILED]! += 1;
+  }
+}
+
+/**
+ * Owns slot allocation (main thread only). A removed backend's slot is retired, not
+ * freed, until its last connection closes: otherwise a connection opened before the
+ * removal would decrement some other backend's count when it ends.
+ */
+export class CounterTable {
+  readonly buffers: CounterBuffers;
+  private readonly activeView: Int32Array;
+  private readonly statsView: Float64Array;
+  private capacity: number;
+  private next = 0;
+  private readonly free: number[] = [];
+  /** Retired slots by the backend key that owned them. */
+  private readonly retired = new Map<string, number>();
+
+  constructor(threads: number) {
+    if (!Number.isInteger(threads) || threads < 1) throw new Error(`counter threads must be >= 1, got ${threads}`);
+    this.capacity = INITIAL_SLOTS;
+    const active = new SharedArrayBuffer(INITIAL_SLOTS * 4, { maxByteLength: MAX_SLOTS * 4 });
+    const stats = new SharedArrayBuffer(INITIAL_SLOTS * threads * STATS_PER_SLOT * 8, {
+      maxByteLength: MAX_SLOTS * threads * STATS_PER_SLOT * 8,
+    });
+    const global = new SharedArrayBuffer(GLOBAL_FIELDS * 4);
+    this.buffers = { threads, active, stats, global };
+    this.activeView = new Int32Array(active);
+    this.statsView = new Float64Array(stats);
+  }
+
+  /** A slot for a new backend, its counters at zero. */
+  allocate(): number {
+    let slot = this.free.pop();
+    if (slot === undefined) {
+      // Look at a few retired slots only, so a mass removal with many open
+      // connections cannot make every later add scan them all.
+      let looked = 0;
+      for (const [key, candidate] of this.retired) {
+        if (Atomics.load(this.activeView, candidate) === 0) {
+          this.retired.delete(key);
+          slot = candidate;
+          break;
+        }
+        if (++looked === 16) break;
+      }
+    }
+    if (slot === undefined) {
+      if (this.next === this.capacity) this.grow();
+      slot = this.next++;
+    }
+    const base = slot * this.buffers.threads * STATS_PER_SLOT;
+    this.statsView.fill(0, base, base + this.buffers.threads * STATS_PER_SLOT);
+    return slot;
+  }
+
+  /** The backend left the pool; its slot is reused once no connection counts on it. */
+  retire(key: string, slot: number): void {
+    this.retired.set(key, slot);
+  }
+
+  /**
+   * The slot a re-added backend had, if it was not reused meanwhile: connections opened
+   * before the removal then still close against the right count, which never goes negative.
+   */
+  revive(key: string): number | undefined {
+    const slot = this.retired.get(key);
+    if (slot !== undefined) this.retired.delete(key);
+    return slot;
+  }
+
+  read(slot: number): BackendStats {
+    const threads = this.buffers.threads;
+    const out: BackendStats = { active: Atomics.load(this.activeView, slot), total: 0, failed: 0, bytesIn: 0, bytesOut: 0 };
+    for (let t = 0; t < threads; t++) {
+      const base = (slot * threads + t) * STATS_PER_SLOT;
+      out.total += this.statsView[base + STAT_TOTAL]!;
+      out.failed += this.statsView[base + STAT_FAILED]!;
+      out.bytesIn += this.statsView[base + STAT_BYTES_IN]!;
+      out.bytesOut += this.statsView[base + STAT_BYTES_OUT]!;
+    }
+    return out;
+  }
+
+  private grow(): void {
+    const capacity = Math.min(this.capacity * 2, MAX_SLOTS);
+    if (capacity === this.capacity) throw new Error(`backend limit reached (${MAX_SLOTS} backends)`);
+    this.buffers.active.grow(capacity * 4);
+    this.buffers.stats.grow(capacity * this.buffers.threads * STATS_PER_SLOT * 8);
+    this.capacity = capacity;
+  }
+}

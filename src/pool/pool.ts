@@ -1,0 +1,317 @@
+import type { Logger } from "pino";
+import type { HostPort } from "./address.ts";
+import { CounterTable, type BackendStats } from "./counters.ts";
+
+/** Where a backend came from. The first source that named it owns it. */
+export type SourceKind = "static" | "api" | "docker" | "kubernetes";
+export type BackendStatus = "up" | "down" | "draining";
+
+/** One backend as a source wants it. */
+export interface DesiredBackend {
+  readonly address: HostPort;
+  readonly weight: number;
+  /** Serving but going away (e.g. a terminating Kubernetes endpoint): no new connections. */
+  readonly draining?: boolean;
+}
+
+/** What the data plane knows of a backend. Immutable; replaced when anything changes. */
+export interface BackendView {
+  readonly key: string;
+  readonly host: string;
+  readonly port: number;
+  readonly weight: number;
+  /** Index into the shared counters (see counters.ts). */
+  readonly slot: number;
+}
+
+/**
+ * An immutable picture of the pool, published on every change. `routable` holds the
+ * backends that may take new connections (healthy, not draining), in a stable order.
+ */
+export interface Snapshot {
+  readonly version: number;
+  readonly routable: readonly BackendView[];
+  readonly total: number;
+}
+
+/** The full state of one backend, for the API. */
+export interface BackendInfo extends BackendStats {
+  address: string;
+  weight: number;
+  healthy: boolean;
+  status: BackendStatus;
+  source: SourceKind;
+  lastCheckedAt: Date | null;
+  lastError: string | null;
+}
+
+/** Health-relevant facts the pool reports when membership changes. */
+export interface MembershipChange {
+  readonly added: readonly BackendView[];
+  readonly removed: readonly BackendView[];
+}
+
+export class PoolError extends Error {
+  readonly kind: "exists" | "not_found" | "owned";
+  constructor(kind: PoolError["kind"], message: string) {
+    super(message);
+    this.name = "PoolError";
+    this.kind = kind;
+  }
+}
+
+interface SourceClaim {
+  weight: number;
+  draining: boolean;
+}
+
+class Backend {
+  /** Claims by source, in the order the sources named this backend. */
+  readonly claims = new Map<SourceKind, SourceClaim>();
+  /** Weight set through the API; wins over what sources say. */
+  weightOverride: number | undefined;
+  healthy = true; // routable until proven down
+  lastCheckedAt: Date | null = null;
+  lastError: string | null = null;
+  view: BackendView;
+  readonly address: HostPort;
+
+  constructor(address: HostPort, slot: number) {
+    this.address = address;
+    this.view = { key: address.key, host: address.host, port: address.port, weight: 1, slot };
+  }
+
+  get owner(): SourceKind {
+    return this.claims.keys().next().value!;
+  }
+
+  get weight(): number {
+    return this.weightOverride ?? this.claims.values().next().value!.weight;
+  }
+
+  get draining(): boolean {
+    for (const claim of this.claims.values()) if (!claim.draining) return false;
+    return true;
+  }
+
+  get status(): BackendStatus {
+    if (this.draining) return "draining";
+    return this.healthy ? "up" : "down";
+  }
+
+  get routable(): boolean {
+    return this.healthy && !this.draining;
+  }
+
+  /** Rebuilds the immutable view when the weight changed; returns whether it did. */
+  refreshView(): boolean {
+    if (this.view.weight === this.weight) return false;
+    this.view = { ...this.view, weight: this.weight };
+    return true;
+  }
+}
+
+/**
+ * All backends, keyed by canonical address, with membership per source. Discovery,
+ * health checking and the API write here; every change publishes a new Snapshot that
+ * the data plane reads. Nothing here runs per connection.
+ */
+export class BackendPool {
+  readonly counters: CounterTable;
+  private readonly backends = new Map<string, Backend>();
+  private readonly log: Logger;
+  private version = 0;
+  private current: Snapshot = { version: 0, routable: [], total: 0 };
+  private readonly snapshotListeners: Array<(s: Snapshot) => void> = [];
+  private readonly membershipListeners: Array<(c: MembershipChange) => void> = [];
+
+  constructor(opts: { logger: Logger; counters: CounterTable }) {
+    this.log = opts.logger;
+    this.counters = opts.counters;
+  }
+
+  snapshot(): Snapshot {
+    return this.current;
+  }
+
+  /** Called with every new snapshot (synchronously, right after the change). */
+  onSnapshot(listener: (s: Snapshot) => void): void {
+    this.snapshotListeners.push(listener);
+  }
+
+  /** Called when backends join or leave, so health checking can start and stop probes. */
+  onMembership(listener: (c: MembershipChange) => void): void {
+    this.membershipListeners.push(listener);
+  }
+
+  get size(): number {
+    return this.backends.size;
+  }
+
+  has(key: string): boolean {
+    return this.backends.has(key);
+  }
+
+  /**
+   * Makes `source`'s backends exactly `desired`: adds what is new, updates weights and
+   * draining, and drops the source's claim on everything else. One snapshot for the lot.
+   */
+  reconcile(source: SourceKind, desired: readonly DesiredBackend[]): MembershipChange {
+    const added: BackendView[] = [];
+    const removed: BackendView[] = [];
+    let changed = false;
+    const wanted = new Set<string>();
+    for (const d of desired) {
+      wanted.add(d.address.key);
+      const claim = { weight: d.weight, draining: d.draining ?? false };
+      const existing = this.backends.get(d.address.key);
+      if (!existing) {
+        added.push(this.insert(d.address, source, claim).view);
+        changed = true;
+        continue;
+      }
+      const before = existing.claims.get(source);
+      if (before && before.weight === claim.weight && before.draining === claim.draining) continue;
+      const statusBefore = existing.status;
+      existing.claims.set(source, claim);
+      existing.refreshView();
+      if (existing.status !== statusBefore) {
+        this.log.info({ backend: existing.address.key, from: statusBefore, to: existing.status, reason: `${source} discovery` }, "backend state changed");
+      }
+      changed = true;
+    }
+    for (const backend of this.backends.values()) {
+      if (wanted.has(backend.address.key) || !backend.claims.has(source)) continue;
+      const statusBefore = backend.status;
+      backend.claims.delete(source);
+      changed = true;
+      if (backend.claims.size === 0) {
+        this.delete(backend);
+        removed.push(backend.view);
+      } else {
+        backend.refreshView();
+        if (backend.status !== statusBefore) {
+          this.log.info({ backend: backend.address.key, from: statusBefore, to: backend.status, reason: `${source} discovery` }, "backend state changed");
+        }
+      }
+    }
+    if (changed) this.publish({ added, removed });
+    return { added, removed };
+  }
+
+  /** Adds one backend on behalf of `source` (the API). */
+  add(source: SourceKind, address: HostPort, weight: number): BackendInfo {
+    const existing = this.backends.get(address.key);
+    if (existing) throw new PoolError("exists", `backend ${address.key} already exists (source: ${existing.owner})`);
+    const backend = this.insert(address, source, { weight, draining: false });
+    this.publish({ added: [backend.view], removed: [] });
+    return this.describe(backend);
+  }
+
+  /** Removes `source`'s claim on a backend; refuses when another source owns it. */
+  remove(source: SourceKind, key: string): void {
+    const backend = this.require(key);
+    if (!backend.claims.has(source)) {
+      throw new PoolError("owned", `backend ${key} is owned by ${backend.owner}, not ${source}; remove it there`);
+    }
+    backend.claims.delete(source);
+    if (backend.claims.size === 0) {
+      this.delete(backend);
+      this.publish({ added: [], removed: [backend.view] });
+    } else {
+      backend.refreshView();
+      this.publish({ added: [], removed: [] });
+    }
+  }
+
+  /** Overrides a backend's weight whatever its source (undefined returns to the source's). */
+  setWeight(key: string, weight: number | undefined): BackendInfo {
+    const backend = this.require(key);
+    backend.weightOverride = weight;
+    if (backend.refreshView()) {
+      this.log.info({ backend: key, weight: backend.weight }, "backend weight changed");
+      this.publish({ added: [], removed: [] });
+    }
+    return this.describe(backend);
+  }
+
+  /** The health checker's verdict. Logs and publishes only when it changes the state. */
+  setHealthy(key: string, healthy: boolean, reason: string): void {
+    const backend = this.backends.get(key);
+    if (!backend || backend.healthy === healthy) return;
+    const from = backend.status;
+    backend.healthy = healthy;
+    if (!healthy) backend.lastError = reason;
+    this.log[healthy ? "info" : "warn"]({ backend: key, from, to: backend.status, reason }, "backend state changed");
+    this.publish({ added: [], removed: [] });
+  }
+
+  /** Records the outcome of one probe, for the API; no snapshot. */
+  recordCheck(key: string, at: Date, error: string | null): void {
+    const backend = this.backends.get(key);
+    if (!backend) return;
+    backend.lastCheckedAt = at;
+    if (error !== null) backend.lastError = error;
+  }
+
+  get(key: string): BackendInfo | undefined {
+    const backend = this.backends.get(key);
+    return backend && this.describe(backend);
+  }
+
+  list(): BackendInfo[] {
+    return Array.from(this.backends.values(), (b) => this.describe(b));
+  }
+
+  /** The weight overrides set through the API, for persistence. */
+  weightOverrides(): Array<{ address: string; weight: number }> {
+    const out: Array<{ address: string; weight: number }> = [];
+    for (const b of this.backends.values()) if (b.weightOverride !== undefined) out.push({ address: b.address.key, weight: b.weightOverride });
+    return out;
+  }
+
+  private insert(address: HostPort, source: SourceKind, claim: SourceClaim): Backend {
+    const slot = this.counters.revive(address.key) ?? this.counters.allocate();
+    const backend = new Backend(address, slot);
+    backend.claims.set(source, claim);
+    backend.refreshView();
+    this.backends.set(address.key, backend);
+    this.log.info({ backend: address.key, weight: backend.weight, source, status: backend.status }, "backend added");
+    return backend;
+  }
+
+  private delete(backend: Backend): void {
+    this.backends.delete(backend.address.key);
+    this.counters.retire(backend.address.key, backend.view.slot);
+    this.log.info({ backend: backend.address.key }, "backend removed");
+  }
+
+  private require(key: string): Backend {
+    const backend = this.backends.get(key);
+    if (!backend) throw new PoolError("not_found", `backend ${key} not found`);
+    return backend;
+  }
+
+  private describe(b: Backend): BackendInfo {
+    return {
+      address: b.address.key,
+      weight: b.weight,
+      healthy: b.healthy,
+      status: b.status,
+      source: b.owner,
+      lastCheckedAt: b.lastCheckedAt,
+      lastError: b.lastError,
+      ...this.counters.read(b.view.slot),
+    };
+  }
+
+  private publish(change: MembershipChange): void {
+    const routable: BackendView[] = [];
+    for (const b of this.backends.values()) if (b.routable) routable.push(b.view);
+    this.current = Object.freeze({ version: ++this.version, routable: Object.freeze(routable), total: this.backends.size });
+    for (const listener of this.snapshotListeners) listener(this.current);
+    if (change.added.length > 0 || change.removed.length > 0) {
+      for (const listener of this.membershipListeners) listener(change);
+    }
+  }
+}

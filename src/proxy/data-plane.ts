@@ -1,0 +1,431 @@
+import net from "node:net";
+import type { Logger } from "pino";
+import { createPicker, type Picker } from "../balance/picker.ts";
+import type { Algorithm } from "../config/schema.ts";
+import { RateLimitedLog } from "../log/rate-limit.ts";
+import type { HostPort } from "../pool/address.ts";
+import { GLOBAL_ACTIVE, type CounterView } from "../pool/counters.ts";
+import type { BackendView, Snapshot } from "../pool/pool.ts";
+
+export interface DataPlaneOptions {
+  listen: HostPort;
+  algorithm: Algorithm;
+  /** Other backends tried after a failed dial, per client connection. */
+  retries: number;
+  /** 0 = unlimited. Counted across all data-plane threads. */
+  maxConnections: number;
+  connectTimeoutMs: number;
+  /** 0 = no idle timeout. */
+  idleTimeoutMs: number;
+  counters: CounterView;
+  logger: Logger;
+  /** Share the port with other threads' listeners; the kernel spreads connections. */
+  reusePort?: boolean;
+  /** Passive health: a dial to `backend` failed for `reason`. */
+  onDialFailure?: (backend: BackendView, reason: string) => void;
+}
+
+/** Figures of this data plane that are not per backend. */
+export interface DataPlaneStats {
+  accepted: number;
+  /** Refused because max_connections was reached. */
+  refusedLimit: number;
+  /** Closed at once because no backend was routable. */
+  refusedNoBackend: number;
+  /** Closed because every dial (first try and retries) failed. */
+  dialsExhausted: number;
+}
+
+// The connection an event belongs to hangs off its sockets under this symbol, so the
+// event handlers below are shared functions rather than closures made per connection.
+const CONN = Symbol("gobalancer.connection");
+type ProxiedSocket = net.Socket & { [CONN]: Connection };
+
+/**
+ * One client connection and, once dialled, its backend connection. Plain fields only:
+ * this object and two sockets are all a proxied connection costs.
+ */
+class Connection {
+  readonly plane: DataPlane;
+  readonly client: ProxiedSocket;
+  clientIp = "";
+  backend: ProxiedSocket | null = null;
+  view: BackendView | null = null;
+  attempt = 0;
+  connected = false;
+  /** The current attempt holds an active count on `view` that is not yet given back. */
+  counted = false;
+  done = false;
+  clientClosed = false;
+  backendClosed = true;
+  /** Intrusive list of open connections: O(1) add and remove, no allocation. */
+  prev: Connection | null = null;
+  next: Connection | null = null;
+
+  constructor(plane: DataPlane, client: ProxiedSocket) {
+    this.plane = plane;
+    this.client = client;
+  }
+}
+
+/**
+ * Accepts clients on one listener and proxies each to a backend:
+ * accept → pick (from the current snapshot) → dial with retry → pipe → account.
+ * It only reads pool snapshots; health, discovery and the API live elsewhere.
+ */
+export class DataPlane {
+  readonly stats: DataPlaneStats = { accepted: 0, refusedLimit: 0, refusedNoBackend: 0, dialsExhausted: 0 };
+  private readonly opts: DataPlaneOptions;
+  private readonly warn: RateLimitedLog;
+  private readonly server: net.Server;
+  private readonly counters: CounterView;
+  private readonly needsClientIp: boolean;
+  private picker: Picker;
+  private head: Connection | null = null;
+  private openCount = 0;
+  private accepting = false;
+  private drained: (() => void) | null = null;
+
+  constructor(opts: DataPlaneOptions) {
+    this.opts = opts;
+    this.warn = new RateLimitedLog(opts.logger);
+    this.counters = opts.counters;
+    this.needsClientIp = opts.algorithm === "ip_hash";
+    this.picker = createPicker(opts.algorithm, [], { active: opts.counters.active });
+    // pauseOnConnect: read nothing from a client until its backend is connected, so
+    // no client bytes are buffered here while dialling.
+    this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
+    this.server.on("connection", (socket) => this.accept(socket as ProxiedSocket));
+    this.server.on("error", (err: NodeJS.ErrnoException) => this.onServerError(err));
+  }
+
+  /** Installs a new pool snapshot; the next connection picks from it. */
+  setSnapshot(snapshot: Snapshot): void {
+    this.picker = createPicker(this.opts.algorithm, snapshot.routable, { active: this.counters.active }, this.picker);
+  }
+
+  /** Starts listening; resolves with the bound address. */
+  listen(): Promise<net.AddressInfo> {
+    const { host, port } = this.opts.listen;
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) => reject(listenError(this.opts.listen, err));
+      this.server.once("error", onError);
+      this.server.listen({ host: host || undefined, port, reusePort: this.opts.reusePort ?? false, backlog: 1024 }, () => {
+        this.server.off("error", onError);
+        this.accepting = true;
+        resolve(this.server.address() as net.AddressInfo);
+      });
+    });
+  }
+
+  get activeConnections(): number {
+    return this.openCount;
+  }
+
+  /** Stops accepting new clients; open connections carry on. */
+  stopAccepting(): void {
+    if (!this.accepting) return;
+    this.accepting = false;
+    this.server.close();
+  }
+
+  /**
+   * Waits for open connections to finish, up to `timeoutMs`, then closes the rest.
+   * Resolves with how many had to be closed.
+   */
+  async drain(timeoutMs: number): Promise<number> {
+    this.stopAccepting();
+    if (this.openCount > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        this.drained = resolve;
+        timer = setTimeout(resolve, timeoutMs);
+      });
+      clearTimeout(timer);
+      this.drained = null;
+    }
+    const forced = this.openCount;
+    for (let c = this.head; c !== null; c = c.next) {
+      c.client.destroy();
+      c.backend?.destroy();
+    }
+    return forced;
+  }
+
+  // ---- accept ---------------------------------------------------------------------
+
+  private accept(client: ProxiedSocket): void {
+    this.stats.accepted++;
+    const global = this.counters.global;
+    if (this.opts.maxConnections > 0 && Atomics.load(global, GLOBAL_ACTIVE) >= this.opts.maxConnections) {
+      this.stats.refusedLimit++;
+      this.warn.warn("max_connections", { max_connections: this.opts.maxConnections }, "connection refused: max_connections reached");
+      client.on("error", ignoreError);
+      client.destroy();
+      return;
+    }
+    Atomics.add(global, GLOBAL_ACTIVE, 1);
+    const conn = new Connection(this, client);
+    client[CONN] = conn;
+    this.link(conn);
+    client.on("error", onClientError);
+    client.on("close", onClientClose);
+    if (this.needsClientIp) conn.clientIp = normaliseIp(client.remoteAddress ?? "");
+    this.dial(conn);
+  }
+
+  // ---- pick and dial ----------------------------------------------------------------
+
+  /** Picks a backend for `conn` and dials it; a failed dial comes back to dialFailed. */
+  dial(conn: Connection): void {
+    const view = this.picker.pick(conn.clientIp, conn.attempt);
+    if (view === undefined) {
+      if (conn.attempt === 0) {
+        this.stats.refusedNoBackend++;
+        this.warn.warn("no_backend", {}, "connection closed: no healthy backend");
+      } else {
+        this.stats.dialsExhausted++;
+      }
+      conn.client.destroy();
+      return;
+    }
+    conn.view = view;
+    conn.counted = true;
+    this.counters.opened(view.slot); // counted from the dial on, so least_connections sees it
+    const backend = net.connect({ host: view.host, port: view.port, allowHalfOpen: true, noDelay: true }) as ProxiedSocket;
+    backend[CONN] = conn;
+    conn.backend = backend;
+    backend.setTimeout(this.opts.connectTimeoutMs);
+    backend.once("connect", onBackendConnect);
+    backend.once("timeout", onBackendConnectTimeout);
+    backend.on("error", onBackendError);
+    backend.on("close", onBackendClose);
+  }
+
+  /** The dial to conn's backend failed before connecting: count it, then retry or give up. */
+  dialFailed(conn: Connection, reason: string): void {
+    const view = conn.view!;
+    this.release(conn);
+    conn.backend = null; // abandoned: its remaining events are ignored
+    this.counters.failed(view.slot);
+    this.warn.warn(`dial:${view.key}`, { backend: view.key, reason }, "backend dial failed");
+    this.opts.onDialFailure?.(view, reason);
+    if (conn.clientClosed) {
+      this.finished(conn);
+    } else if (conn.attempt < this.opts.retries) {
+      conn.attempt++;
+      this.dial(conn);
+    } else {
+      this.stats.dialsExhausted++;
+      conn.client.destroy();
+    }
+  }
+
+  /** Backend connected: start piping both ways. */
+  connected(conn: Connection): void {
+    const client = conn.client;
+    const backend = conn.backend!;
+    conn.connected = true;
+    backend.setTimeout(0);
+    backend.off("timeout", onBackendConnectTimeout);
+    client.on("data", onClientData);
+    client.on("end", onClientEnd);
+    client.on("drain", onClientDrain);
+    backend.on("data", onBackendData);
+    backend.on("end", onBackendEnd);
+    backend.on("drain", onBackendDrain);
+    // One idle timer per connection is enough: traffic in either direction reads from
+    // or writes to the client socket, and both refresh its timer.
+    if (this.opts.idleTimeoutMs > 0) {
+      client.setTimeout(this.opts.idleTimeoutMs);
+      client.on("timeout", onIdleTimeout);
+    }
+    client.resume();
+  }
+
+  // ---- account ----------------------------------------------------------------------
+
+  /** Gives back the backend's active count (once per dial), with bytes if it connected. */
+  release(conn: Connection): void {
+    if (!conn.counted) return;
+    conn.counted = false;
+    const slot = conn.view!.slot;
+    if (conn.connected) this.counters.closed(slot, conn.client.bytesRead, conn.client.bytesWritten);
+    else this.counters.closed(slot, 0, 0);
+  }
+
+  /** Both sides are closed: the connection is over. */
+  finished(conn: Connection): void {
+    if (conn.done) return;
+    conn.done = true;
+    this.release(conn);
+    this.unlink(conn);
+    Atomics.sub(this.counters.global, GLOBAL_ACTIVE, 1);
+    if (this.openCount === 0 && this.drained) this.drained();
+  }
+
+  private link(conn: Connection): void {
+    conn.next = this.head;
+    if (this.head) this.head.prev = conn;
+    this.head = conn;
+    this.openCount++;
+  }
+
+  private unlink(conn: Connection): void {
+    if (conn.prev) conn.prev.next = conn.next;
+    else this.head = conn.next;
+    if (conn.next) conn.next.prev = conn.prev;
+    conn.prev = conn.next = null;
+    this.openCount--;
+  }
+
+  private onServerError(err: NodeJS.ErrnoException): void {
+    if (!this.accepting) return; // a listen() error; listen() reports it
+    // accept() failures, EMFILE/ENFILE above all, must not stop the server: libuv keeps
+    // accepting once descriptors free up.
+    this.warn.warn(`accept:${err.code}`, { code: err.code, err: err.message }, "accept failed");
+  }
+}
+
+// ---- event handlers (shared by all connections; `this` is the socket) ----------------
+
+function onBackendConnect(this: ProxiedSocket): void {
+  const conn = this[CONN];
+  if (conn.clientClosed) {
+    this.destroy();
+    return;
+  }
+  conn.plane.connected(conn);
+}
+
+function onBackendConnectTimeout(this: ProxiedSocket): void {
+  const conn = this[CONN];
+  if (conn.connected) return;
+  this.destroy(new DialTimeoutError());
+}
+
+function onBackendError(this: ProxiedSocket, err: NodeJS.ErrnoException): void {
+  const conn = this[CONN];
+  if (conn.backend !== this) return; // an abandoned attempt, or the client already left
+  if (!conn.connected) {
+    conn.plane.dialFailed(conn, dialErrorReason(err));
+  } else if (!conn.clientClosed) {
+    // A reset from the backend resets the client too, so the client does not mistake
+    // a failure for a clean end of stream.
+    conn.client.resetAndDestroy();
+  }
+}
+
+function onBackendClose(this: ProxiedSocket): void {
+  const conn = this[CONN];
+  if (conn.backend !== this) return;
+  conn.backendClosed = true;
+  conn.plane.release(conn);
+  if (conn.clientClosed) conn.plane.finished(conn);
+  else if (!conn.connected) conn.client.destroy();
+  // Connected and closed cleanly: the backend's FIN was passed on in onBackendEnd and
+  // the client side finishes on its own once its buffered bytes are written.
+  else if (!conn.client.writableEnded) conn.client.end();
+}
+
+function onClientError(this: ProxiedSocket): void {
+  const conn = this[CONN];
+  const backend = conn.backend;
+  if (backend === null || conn.backendClosed) return;
+  // resetAndDestroy on a socket still connecting would raise an error that reads as a
+  // failed dial; a plain destroy abandons the dial quietly.
+  if (conn.connected) backend.resetAndDestroy();
+  else backend.destroy();
+}
+
+function onClientClose(this: ProxiedSocket): void {
+  const conn = this[CONN];
+  conn.clientClosed = true;
+  const backend = conn.backend;
+  if (backend === null || conn.backendClosed) {
+    conn.plane.finished(conn);
+    return;
+  }
+  // The backend's close finishes the connection. A backend we already sent a FIN to is
+  // still flushing the client's last bytes: leave it be. Otherwise nobody is left to
+  // read what it sends, so close it now.
+  if (!conn.connected || !backend.writableEnded) backend.destroy();
+}
+
+function onClientData(this: ProxiedSocket, chunk: Buffer): void {
+  const backend = this[CONN].backend!;
+  if (!backend.write(chunk)) this.pause();
+}
+
+function onBackendData(this: ProxiedSocket, chunk: Buffer): void {
+  const client = this[CONN].client;
+  if (!client.write(chunk)) this.pause();
+}
+
+function onClientDrain(this: ProxiedSocket): void {
+  this[CONN].backend!.resume();
+}
+
+function onBackendDrain(this: ProxiedSocket): void {
+  this[CONN].client.resume();
+}
+
+/** Half-close: the client's FIN goes on to the backend; the other direction keeps flowing. */
+function onClientEnd(this: ProxiedSocket): void {
+  this[CONN].backend!.end();
+}
+
+function onBackendEnd(this: ProxiedSocket): void {
+  this[CONN].client.end();
+}
+
+function onIdleTimeout(this: ProxiedSocket): void {
+  const conn = this[CONN];
+  conn.backend?.destroy();
+  this.destroy();
+}
+
+function ignoreError(): void {}
+
+class DialTimeoutError extends Error {
+  readonly code = "ETIMEDOUT";
+  constructor() {
+    super("connect timeout");
+  }
+}
+
+function dialErrorReason(err: NodeJS.ErrnoException): string {
+  switch (err.code) {
+    case "ECONNREFUSED":
+      return "connect refused";
+    case "ETIMEDOUT":
+      return "connect timeout";
+    case "ECONNRESET":
+      return "connection reset";
+    case "EHOSTUNREACH":
+    case "ENETUNREACH":
+      return "unreachable";
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+      return "DNS lookup failed";
+    default:
+      return err.code ?? err.message;
+  }
+}
+
+/** "::ffff:10.0.0.1" and "10.0.0.1" are the same client. */
+function normaliseIp(ip: string): string {
+  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
+}
+
+function listenError(addr: HostPort, err: NodeJS.ErrnoException): Error {
+  const what =
+    err.code === "EADDRINUSE"
+      ? "address already in use"
+      : err.code === "EACCES"
+        ? "permission denied"
+        : err.code === "EADDRNOTAVAIL"
+          ? "address not available on this host"
+          : err.message;
+  return new Error(`listen ${addr.key}: ${what}`, { cause: err });
+}
