@@ -6,6 +6,7 @@ import type { DiscoverySource } from "./discovery/source.ts";
 import { CounterTable, CounterView } from "./pool/counters.ts";
 import { BackendPool } from "./pool/pool.ts";
 import { DataPlane } from "./proxy/data-plane.ts";
+import { descriptorConnectionCap } from "./proxy/descriptors.ts";
 
 /**
  * GoBalancer assembled: the pool, its sources, and the data plane reading the pool's
@@ -30,6 +31,7 @@ export class Balancer {
       algorithm: config.algorithm,
       retries: config.retries,
       maxConnections: config.maxConnections,
+      descriptorCap: descriptorConnectionCap(),
       connectTimeoutMs: config.timeouts.connectMs,
       idleTimeoutMs: config.timeouts.idleMs,
       counters: new CounterView(counters.buffers, 0),

@@ -14,6 +14,8 @@ export interface DataPlaneOptions {
   retries: number;
   /** 0 = unlimited. Counted across all data-plane threads. */
   maxConnections: number;
+  /** Ceiling from the file-descriptor limit (see descriptors.ts); Infinity for none. */
+  descriptorCap: number;
   connectTimeoutMs: number;
   /** 0 = no idle timeout. */
   idleTimeoutMs: number;
@@ -28,12 +30,14 @@ export interface DataPlaneOptions {
 /** Figures of this data plane that are not per backend. */
 export interface DataPlaneStats {
   accepted: number;
-  /** Refused because max_connections was reached. */
+  /** Refused because max_connections (or the descriptor ceiling) was reached. */
   refusedLimit: number;
   /** Closed at once because no backend was routable. */
   refusedNoBackend: number;
   /** Closed because every dial (first try and retries) failed. */
   dialsExhausted: number;
+  /** Closed because the process ran out of file descriptors (EMFILE/ENFILE). */
+  refusedNoDescriptors: number;
 }
 
 // The connection an event belongs to hangs off its sockets under this symbol, so the
@@ -74,12 +78,15 @@ class Connection {
  * It only reads pool snapshots; health, discovery and the API live elsewhere.
  */
 export class DataPlane {
-  readonly stats: DataPlaneStats = { accepted: 0, refusedLimit: 0, refusedNoBackend: 0, dialsExhausted: 0 };
+  readonly stats: DataPlaneStats = { accepted: 0, refusedLimit: 0, refusedNoBackend: 0, dialsExhausted: 0, refusedNoDescriptors: 0 };
   private readonly opts: DataPlaneOptions;
   private readonly warn: RateLimitedLog;
   private readonly server: net.Server;
   private readonly counters: CounterView;
   private readonly needsClientIp: boolean;
+  /** The lower of max_connections and the descriptor ceiling. */
+  private readonly connectionCap: number;
+  private readonly capReason: string;
   private picker: Picker;
   private head: Connection | null = null;
   private openCount = 0;
@@ -91,6 +98,9 @@ export class DataPlane {
     this.warn = new RateLimitedLog(opts.logger);
     this.counters = opts.counters;
     this.needsClientIp = opts.algorithm === "ip_hash";
+    const configured = opts.maxConnections > 0 ? opts.maxConnections : Infinity;
+    this.connectionCap = Math.min(configured, opts.descriptorCap);
+    this.capReason = configured <= opts.descriptorCap ? "max_connections reached" : "file descriptor limit reached";
     this.picker = createPicker(opts.algorithm, [], { active: opts.counters.active });
     // pauseOnConnect: read nothing from a client until its backend is connected, so
     // no client bytes are buffered here while dialling.
@@ -157,9 +167,9 @@ export class DataPlane {
   private accept(client: ProxiedSocket): void {
     this.stats.accepted++;
     const global = this.counters.global;
-    if (this.opts.maxConnections > 0 && Atomics.load(global, GLOBAL_ACTIVE) >= this.opts.maxConnections) {
+    if (Atomics.load(global, GLOBAL_ACTIVE) >= this.connectionCap) {
       this.stats.refusedLimit++;
-      this.warn.warn("max_connections", { max_connections: this.opts.maxConnections }, "connection refused: max_connections reached");
+      this.warn.warn("limit", { limit: this.connectionCap }, `connection refused: ${this.capReason}`);
       client.on("error", ignoreError);
       client.destroy();
       return;
@@ -200,6 +210,20 @@ export class DataPlane {
     backend.once("timeout", onBackendConnectTimeout);
     backend.on("error", onBackendError);
     backend.on("close", onBackendClose);
+  }
+
+  /**
+   * The dial could not even start for want of file descriptors. That is this process's
+   * shortage, not the backend's fault: no passive failure, no retry, the client is closed.
+   * (Accepts that hit EMFILE never reach us: libuv closes them itself and keeps going.)
+   */
+  outOfDescriptors(conn: Connection, code: string): void {
+    this.release(conn);
+    conn.backend = null;
+    this.stats.refusedNoDescriptors++;
+    this.warn.warn("emfile", { code }, "connection closed: out of file descriptors");
+    if (conn.clientClosed) this.finished(conn);
+    else conn.client.destroy();
   }
 
   /** The dial to conn's backend failed before connecting: count it, then retry or give up. */
@@ -308,7 +332,8 @@ function onBackendError(this: ProxiedSocket, err: NodeJS.ErrnoException): void {
   const conn = this[CONN];
   if (conn.backend !== this) return; // an abandoned attempt, or the client already left
   if (!conn.connected) {
-    conn.plane.dialFailed(conn, dialErrorReason(err));
+    if (err.code === "EMFILE" || err.code === "ENFILE") conn.plane.outOfDescriptors(conn, err.code);
+    else conn.plane.dialFailed(conn, dialErrorReason(err));
   } else if (!conn.clientClosed) {
     // A reset from the backend resets the client too, so the client does not mistake
     // a failure for a clean end of stream.
