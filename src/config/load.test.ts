@@ -1,0 +1,144 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { ConfigError, parseConfig } from "./load.ts";
+
+/** The problems parseConfig reports for `yaml`, or [] when it loads. */
+function problems(yaml: string): readonly string[] {
+  try {
+    parseConfig(yaml);
+    return [];
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+}
+
+describe("config: the seed's examples load unchanged", () => {
+  it("static discovery", () => {
+    const c = parseConfig(`discovery:
+  type: "static"
+  backends:
+    - address: "10.0.0.4:3000"
+      weight: 1
+    - address: "10.0.0.5:3000"
+      weight: 2
+`);
+    assert.equal(c.discovery.type, "static");
+    assert.deepEqual(
+      c.discovery.backends.map((b) => [b.address.key, b.weight]),
+      [["10.0.0.4:3000", 1], ["10.0.0.5:3000", 2]],
+    );
+  });
+
+  it("docker discovery", () => {
+    assert.equal(parseConfig(`discovery:\n  type: "docker"\n`).discovery.type, "docker");
+  });
+
+  it("kubernetes discovery", () => {
+    const c = parseConfig(`discovery:\n  type: "kubernetes"\n  kubernetes:\n    namespace: "default"\n    service: "my-backend-service"\n`);
+    assert.deepEqual(c.discovery.kubernetes, { namespace: "default", service: "my-backend-service", port: "" });
+  });
+
+  it("the contract's full example", () => {
+    const c = parseConfig(`
+listen: ":8080"
+algorithm: round_robin
+retries: 2
+max_connections: 0
+workers: 1
+timeouts:
+  connect: 3s
+  idle: 10m
+  shutdown: 30s
+health_check:
+  type: tcp
+  interval: 5s
+  timeout: 2s
+  rise: 2
+  fall: 3
+  http:
+    path: /health
+    expect_status: "200-399"
+    host: ""
+api:
+  listen: "127.0.0.1:8081"
+  token: ""
+  allow_unauthenticated: false
+state_file: data/state.json
+log:
+  level: info
+  format: json
+discovery:
+  type: static
+  backends:
+    - address: "10.0.0.4:3000"
+      weight: 1
+  docker:
+    host: ""
+    label: lb.enable
+    network: ""
+  kubernetes:
+    namespace: default
+    service: my-backend-service
+    port: ""
+`);
+    assert.deepEqual(c.timeouts, { connectMs: 3000, idleMs: 600_000, shutdownMs: 30_000 });
+    assert.deepEqual(c.healthCheck.http.expectStatus, [[200, 399]]);
+    assert.equal(c.listen.port, 8080);
+    assert.equal(c.listen.host, "");
+  });
+
+  it("an empty file gives every default", () => {
+    const c = parseConfig("");
+    assert.equal(c.listen.key, ":8080");
+    assert.equal(c.api.listen.key, "127.0.0.1:8081");
+    assert.equal(c.algorithm, "round_robin");
+    assert.equal(c.retries, 2);
+    assert.equal(c.workers, 1);
+    assert.equal(c.healthCheck.intervalMs, 5000);
+  });
+});
+
+describe("config: every mistake is named by its path", () => {
+  const cases: Array<[string, string, RegExp]> = [
+    ["a typo in a key", "algoritm: weighted", /^algoritm: unknown key \(did you mean "algorithm"\?\)$/],
+    ["a nested typo", "timeouts:\n  conect: 1s", /^timeouts\.conect: unknown key \(did you mean "connect"\?\)$/],
+    ["an unknown algorithm", "algorithm: random", /^algorithm: must be one of round_robin, least_connections, weighted, ip_hash$/],
+    ["port 70000", "discovery:\n  backends:\n    - address: '10.0.0.4:3000'\n    - address: '10.0.0.4:70000'", /^discovery\.backends\[1\]\.address: port must be 1-65535/],
+    ["port 0 for a backend", "discovery:\n  backends:\n    - address: '10.0.0.4:0'", /^discovery\.backends\[0\]\.address: port must be 1-65535/],
+    ["a missing port", "discovery:\n  backends:\n    - address: '10.0.0.4'", /^discovery\.backends\[0\]\.address: "10\.0\.0\.4" must be host:port/],
+    ["an unbracketed IPv6", "discovery:\n  backends:\n    - address: '::1:80'", /^discovery\.backends\[0\]\.address: IPv6 addresses must be bracketed/],
+    ["a bad IPv4", "discovery:\n  backends:\n    - address: '10.0.0.300:80'", /^discovery\.backends\[0\]\.address: "10\.0\.0\.300" is not a valid IPv4 address/],
+    ["weight 0", "discovery:\n  backends:\n    - {address: '10.0.0.4:80', weight: 0}", /^discovery\.backends\[0\]\.weight: must be an integer 1-1000$/],
+    ["weight 1001", "discovery:\n  backends:\n    - {address: '10.0.0.4:80', weight: 1001}", /^discovery\.backends\[0\]\.weight: must be an integer 1-1000$/],
+    ["a fractional weight", "discovery:\n  backends:\n    - {address: '10.0.0.4:80', weight: 1.5}", /^discovery\.backends\[0\]\.weight: must be an integer 1-1000$/],
+    ["a duplicate backend", "discovery:\n  backends:\n    - address: '10.0.0.4:80'\n    - address: '10.0.0.4:80'", /^discovery\.backends\[1\]\.address: duplicate of discovery\.backends\[0\]/],
+    ["a bad duration", "timeouts:\n  connect: 5 seconds", /^timeouts\.connect: must be a duration such as 250ms, 5s or 1m30s \(got "5 seconds"\)$/],
+    ["a bare number as duration", "health_check:\n  interval: 5", /^health_check\.interval: must be a duration/],
+    ["a zero interval", "health_check:\n  interval: 0s", /^health_check\.interval: must be greater than 0$/],
+    ["negative retries", "retries: -1", /^retries: must be >= 0$/],
+    ["a string where a number goes", "max_connections: lots", /^max_connections: must be a number, got string "lots"$/],
+    ["bad workers", "workers: many", /^workers: must be a number of threads \(1-256\) or "auto"$/],
+    ["bad expect_status", "health_check:\n  http:\n    expect_status: 2xx", /^health_check\.http\.expect_status: must be status codes or ranges/],
+    ["kubernetes without a service", "discovery:\n  type: kubernetes", /^discovery\.kubernetes\.service: is required when discovery\.type is kubernetes$/],
+    ["a bad listen address", "listen: 'localhost'", /^listen: "localhost" must be host:port/],
+    ["YAML syntax", "listen: [", /^line 1 column \d+: YAML syntax error/],
+    ["a list at the top", "- a\n- b", /must be a YAML mapping/],
+  ];
+  for (const [name, yaml, expected] of cases) {
+    it(name, () => {
+      const found = problems(yaml);
+      assert.equal(found.length, 1, `expected one problem, got ${JSON.stringify(found)}`);
+      assert.match(found[0]!, expected);
+    });
+  }
+
+  it("reports every problem at once", () => {
+    assert.equal(problems("retries: -1\nalgorithm: x\nworkers: 0").length, 3);
+  });
+
+  it("takes the API token from GOBALANCER_API_TOKEN when the file has none", () => {
+    assert.equal(parseConfig("", "f", { GOBALANCER_API_TOKEN: "s3cret" }).api.token, "s3cret");
+    assert.equal(parseConfig("api:\n  token: mine", "f", { GOBALANCER_API_TOKEN: "s3cret" }).api.token, "mine");
+  });
+});
