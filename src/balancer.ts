@@ -1,4 +1,5 @@
 import type { AddressInfo } from "node:net";
+import { availableParallelism } from "node:os";
 import type { Logger } from "pino";
 import type { Config } from "./config/schema.ts";
 import { StaticSource } from "./discovery/static.ts";
@@ -7,6 +8,7 @@ import { CounterTable, CounterView } from "./pool/counters.ts";
 import { BackendPool } from "./pool/pool.ts";
 import { DataPlane } from "./proxy/data-plane.ts";
 import { descriptorConnectionCap } from "./proxy/descriptors.ts";
+import { ThreadedDataPlane } from "./proxy/threads.ts";
 
 /**
  * GoBalancer assembled: the pool, its sources, and the data plane reading the pool's
@@ -16,17 +18,23 @@ export class Balancer {
   readonly pool: BackendPool;
   private readonly config: Config;
   private readonly log: Logger;
-  private readonly dataPlane: DataPlane;
+  private readonly dataPlane: DataPlane | ThreadedDataPlane;
+  private readonly threads: number;
   private readonly sources: DiscoverySource[] = [];
   private listening: AddressInfo | undefined;
   private shuttingDown = false;
 
-  constructor(config: Config, logger: Logger) {
+  /**
+   * `onFatal` is called if the process can no longer work correctly (a data-plane thread
+   * died): the caller should log and exit so a supervisor restarts it.
+   */
+  constructor(config: Config, logger: Logger, onFatal: (err: Error) => void = () => {}) {
     this.config = config;
     this.log = logger;
-    const counters = new CounterTable(1);
+    this.threads = config.workers === "auto" ? availableParallelism() : config.workers;
+    const counters = new CounterTable(this.threads);
     this.pool = new BackendPool({ logger, counters });
-    this.dataPlane = new DataPlane({
+    const planeOptions = {
       listen: config.listen,
       algorithm: config.algorithm,
       retries: config.retries,
@@ -34,9 +42,20 @@ export class Balancer {
       descriptorCap: descriptorConnectionCap(),
       connectTimeoutMs: config.timeouts.connectMs,
       idleTimeoutMs: config.timeouts.idleMs,
-      counters: new CounterView(counters.buffers, 0),
-      logger,
-    });
+    };
+    // One thread: the data plane shares the main thread's event loop, with no message
+    // hop for snapshots. More: each thread has its own listener on the same port.
+    this.dataPlane =
+      this.threads === 1
+        ? new DataPlane({ ...planeOptions, counters: new CounterView(counters.buffers, 0), logger })
+        : new ThreadedDataPlane({
+            threads: this.threads,
+            options: planeOptions,
+            counters: counters.buffers,
+            log: config.log,
+            logger,
+            onThreadCrash: (err) => onFatal(new Error(`data-plane thread crashed: ${err.message}`, { cause: err })),
+          });
     this.pool.onSnapshot((snapshot) => this.dataPlane.setSnapshot(snapshot));
     if (config.discovery.type === "static") {
       this.sources.push(new StaticSource(config.discovery.backends, (d) => this.pool.reconcile("static", d)));
@@ -58,6 +77,7 @@ export class Balancer {
       {
         listen: formatAddress(this.listening),
         algorithm: this.config.algorithm,
+        workers: this.threads,
         backends: this.pool.size,
         discovery: this.config.discovery.type,
       },

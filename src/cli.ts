@@ -85,7 +85,10 @@ async function run(file: string): Promise<number> {
   const log = createLogger(config.log);
   let balancer: Balancer;
   try {
-    balancer = new Balancer(config, log);
+    balancer = new Balancer(config, log, (err) => {
+      log.error({ err: err.message }, "fatal: exiting");
+      process.exit(1);
+    });
     await balancer.start();
   } catch (err) {
     log.error({ config: file }, `start failed: ${(err as Error).message}`);

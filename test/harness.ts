@@ -13,13 +13,15 @@ export const REPO = path.resolve(import.meta.dirname, "..");
 export const CLI = path.join(REPO, "dist", "cli.js");
 
 /** Polls `check` until it returns a truthy value or `timeoutMs` passes (then throws). */
-export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs = 5000, what = "condition"): Promise<NonNullable<Awaited<T>>> {
+type Truthy<T> = Exclude<T, false | null | undefined | 0 | "">;
+
+export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs = 5000, what = "condition"): Promise<Truthy<Awaited<T>>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
     try {
       const value = await check();
-      if (value) return value as NonNullable<Awaited<T>>;
+      if (value) return value as Truthy<Awaited<T>>;
     } catch (err) {
       last = err;
     }

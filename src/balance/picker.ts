@@ -9,8 +9,10 @@ import { RoundRobinPicker } from "./round-robin.ts";
  */
 export interface Picker {
   /**
-   * `attempt` is 0 for the first choice and k after k failed dials for this client;
-   * a retry should land on a backend not tried yet where there is one.
+   * `attempt` numbers this client's picks: 0 for the first choice, then 1, 2, … while
+   * the data plane looks for a backend to retry on (it skips backends the client already
+   * tried, so it may ask several times). A picker keyed on the client (ip_hash) must give
+   * a different deterministic alternative for each attempt.
    * Returns undefined only when there is no routable backend.
    */
   pick(clientIp: string, attempt: number): BackendView | undefined;

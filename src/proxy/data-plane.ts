@@ -40,6 +40,9 @@ export interface DataPlaneStats {
   refusedNoDescriptors: number;
 }
 
+/** Picks a retry may make while looking for a backend not tried yet. */
+const MAX_RETRY_PICKS = 16;
+
 // The connection an event belongs to hangs off its sockets under this symbol, so the
 // event handlers below are shared functions rather than closures made per connection.
 const CONN = Symbol("gobalancer.connection");
@@ -55,7 +58,13 @@ class Connection {
   clientIp = "";
   backend: ProxiedSocket | null = null;
   view: BackendView | null = null;
+  /** Failed dials so far; the retry budget is `retries`. */
   attempt = 0;
+  /** Picks made so far; passed to the picker so each can differ (ip_hash alternatives). */
+  picks = 0;
+  /** Slots already dialled: the first in a field, any more in an array made on demand. */
+  triedFirst = -1;
+  triedMore: number[] | null = null;
   connected = false;
   /** The current attempt holds an active count on `view` that is not yet given back. */
   counted = false;
@@ -80,6 +89,7 @@ class Connection {
 export class DataPlane {
   readonly stats: DataPlaneStats = { accepted: 0, refusedLimit: 0, refusedNoBackend: 0, dialsExhausted: 0, refusedNoDescriptors: 0 };
   private readonly opts: DataPlaneOptions;
+  private readonly log: Logger;
   private readonly warn: RateLimitedLog;
   private readonly server: net.Server;
   private readonly counters: CounterView;
@@ -95,6 +105,7 @@ export class DataPlane {
 
   constructor(opts: DataPlaneOptions) {
     this.opts = opts;
+    this.log = opts.logger;
     this.warn = new RateLimitedLog(opts.logger);
     this.counters = opts.counters;
     this.needsClientIp = opts.algorithm === "ip_hash";
@@ -188,7 +199,7 @@ export class DataPlane {
 
   /** Picks a backend for `conn` and dials it; a failed dial comes back to dialFailed. */
   dial(conn: Connection): void {
-    const view = this.picker.pick(conn.clientIp, conn.attempt);
+    const view = conn.attempt === 0 ? this.picker.pick(conn.clientIp, conn.picks++) : this.pickUntried(conn);
     if (view === undefined) {
       if (conn.attempt === 0) {
         this.stats.refusedNoBackend++;
@@ -200,6 +211,8 @@ export class DataPlane {
       return;
     }
     conn.view = view;
+    if (conn.triedFirst === -1) conn.triedFirst = view.slot;
+    else (conn.triedMore ??= []).push(view.slot);
     conn.counted = true;
     this.counters.opened(view.slot); // counted from the dial on, so least_connections sees it
     const backend = net.connect({ host: view.host, port: view.port, allowHalfOpen: true, noDelay: true }) as ProxiedSocket;
@@ -224,6 +237,20 @@ export class DataPlane {
     this.warn.warn("emfile", { code }, "connection closed: out of file descriptors");
     if (conn.clientClosed) this.finished(conn);
     else conn.client.destroy();
+  }
+
+  /**
+   * A retry goes to a backend this client has not tried yet. Concurrent clients move the
+   * pickers on between our attempts, so the next pick may be one we already failed on:
+   * pick again, a bounded number of times. Only failed dials get here.
+   */
+  private pickUntried(conn: Connection): BackendView | undefined {
+    for (let i = 0; i < MAX_RETRY_PICKS; i++) {
+      const view = this.picker.pick(conn.clientIp, conn.picks++);
+      if (view === undefined) return undefined;
+      if (view.slot !== conn.triedFirst && !conn.triedMore?.includes(view.slot)) return view;
+    }
+    return undefined;
   }
 
   /** The dial to conn's backend failed before connecting: count it, then retry or give up. */
@@ -282,6 +309,12 @@ export class DataPlane {
   finished(conn: Connection): void {
     if (conn.done) return;
     conn.done = true;
+    if (conn.connected && this.log.isLevelEnabled("debug")) {
+      this.log.debug(
+        { backend: conn.view!.key, bytes_in: conn.client.bytesRead, bytes_out: conn.client.bytesWritten, attempts: conn.attempt + 1 },
+        "connection closed",
+      );
+    }
     this.release(conn);
     this.unlink(conn);
     Atomics.sub(this.counters.global, GLOBAL_ACTIVE, 1);

@@ -1,0 +1,28 @@
+import type { AddressInfo } from "node:net";
+import type { LogOptions } from "../log/logger.ts";
+import type { CounterBuffers } from "../pool/counters.ts";
+import type { BackendView, Snapshot } from "../pool/pool.ts";
+import type { DataPlaneOptions } from "./data-plane.ts";
+
+/** The plain-data part of DataPlaneOptions, as it crosses to a thread. */
+export type WorkerPlaneOptions = Omit<DataPlaneOptions, "counters" | "logger" | "reusePort" | "onDialFailure">;
+
+/** workerData of a data-plane thread. */
+export interface WorkerInit {
+  thread: number;
+  options: WorkerPlaneOptions;
+  counters: CounterBuffers;
+  log: LogOptions;
+}
+
+export type ToWorker =
+  | { type: "snapshot"; snapshot: Snapshot }
+  | { type: "listen" }
+  | { type: "stopAccepting" }
+  | { type: "drain"; timeoutMs: number };
+
+export type ToMain =
+  | { type: "listening"; address: AddressInfo }
+  | { type: "listenFailed"; message: string }
+  | { type: "dialFailed"; backend: BackendView; reason: string }
+  | { type: "drained"; forced: number };

@@ -1,0 +1,118 @@
+import type { AddressInfo } from "node:net";
+import { Worker } from "node:worker_threads";
+import type { Logger } from "pino";
+import type { LogOptions } from "../log/logger.ts";
+import { GLOBAL_ACTIVE, type CounterBuffers } from "../pool/counters.ts";
+import type { BackendView, Snapshot } from "../pool/pool.ts";
+import type { ToMain, ToWorker, WorkerInit, WorkerPlaneOptions } from "./thread-messages.ts";
+
+// Built output runs worker.js; tests that import the sources run worker.ts.
+const WORKER_URL = new URL(import.meta.url.endsWith(".ts") ? "./worker.ts" : "./worker.js", import.meta.url);
+
+export interface ThreadedDataPlaneOptions {
+  threads: number;
+  options: WorkerPlaneOptions;
+  counters: CounterBuffers;
+  log: LogOptions;
+  logger: Logger;
+  onDialFailure?: (backend: BackendView, reason: string) => void;
+  /** A thread died unexpectedly: the process cannot account its connections any more. */
+  onThreadCrash: (err: Error) => void;
+}
+
+/**
+ * N data-plane threads, each with its own reusePort listener on the same address, so the
+ * kernel spreads new connections across them and no thread serialises accepts for the
+ * others. The main thread keeps config, health checking, discovery and the API, and
+ * posts every pool snapshot to each thread; counters are shared memory (counters.ts).
+ */
+export class ThreadedDataPlane {
+  private readonly opts: ThreadedDataPlaneOptions;
+  private readonly workers: Worker[] = [];
+  private readonly global: Int32Array;
+  private snapshot: Snapshot | undefined;
+  private stopping = false;
+
+  constructor(opts: ThreadedDataPlaneOptions) {
+    this.opts = opts;
+    this.global = new Int32Array(opts.counters.global);
+  }
+
+  setSnapshot(snapshot: Snapshot): void {
+    this.snapshot = snapshot;
+    for (const w of this.workers) this.post(w, { type: "snapshot", snapshot });
+  }
+
+  /**
+   * Starts the threads. The first binds the configured address (port 0 included), the
+   * others then bind the port it got, so all share one port.
+   */
+  async listen(): Promise<AddressInfo> {
+    const first = await this.startThread(0, this.opts.options);
+    const bound = { ...this.opts.options, listen: { ...this.opts.options.listen, port: first.port } };
+    await Promise.all(Array.from({ length: this.opts.threads - 1 }, (_, i) => this.startThread(i + 1, bound)));
+    return first;
+  }
+
+  get activeConnections(): number {
+    return Atomics.load(this.global, GLOBAL_ACTIVE);
+  }
+
+  stopAccepting(): void {
+    for (const w of this.workers) this.post(w, { type: "stopAccepting" });
+  }
+
+  /** Drains every thread in parallel; resolves with how many connections were cut. */
+  async drain(timeoutMs: number): Promise<number> {
+    this.stopping = true;
+    const results = await Promise.all(
+      this.workers.map(
+        (w) =>
+          new Promise<number>((resolve) => {
+            const onMessage = (msg: ToMain) => {
+              if (msg.type === "drained") resolve(msg.forced);
+            };
+            w.on("message", onMessage);
+            w.once("exit", () => resolve(0));
+            this.post(w, { type: "drain", timeoutMs });
+          }),
+      ),
+    );
+    await Promise.all(this.workers.map((w) => w.terminate()));
+    return results.reduce((a, b) => a + b, 0);
+  }
+
+  private startThread(thread: number, options: WorkerPlaneOptions): Promise<AddressInfo> {
+    const init: WorkerInit = { thread, options, counters: this.opts.counters, log: this.opts.log };
+    const worker = new Worker(WORKER_URL, { workerData: init, name: `data-plane-${thread}` });
+    this.workers.push(worker);
+    if (this.snapshot) this.post(worker, { type: "snapshot", snapshot: this.snapshot });
+    return new Promise((resolve, reject) => {
+      worker.on("message", (msg: ToMain) => {
+        switch (msg.type) {
+          case "listening":
+            resolve(msg.address);
+            break;
+          case "listenFailed":
+            reject(new Error(msg.message));
+            break;
+          case "dialFailed":
+            this.opts.onDialFailure?.(msg.backend, msg.reason);
+            break;
+        }
+      });
+      worker.on("error", (err) => {
+        reject(err);
+        if (!this.stopping) this.opts.onThreadCrash(err);
+      });
+      worker.on("exit", (code) => {
+        if (!this.stopping && code !== 0) this.opts.onThreadCrash(new Error(`data-plane thread ${thread} exited with code ${code}`));
+      });
+      this.post(worker, { type: "listen" });
+    });
+  }
+
+  private post(worker: Worker, msg: ToWorker): void {
+    worker.postMessage(msg);
+  }
+}
