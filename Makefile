@@ -36,6 +36,11 @@ typecheck: $(DEPS_STAMP)
 bench: build
 	node bench/pick.ts
 
+## bench-peers: GoBalancer vs HAProxy and nginx stream (ROUNDS=3 DURATION=4 IDLE=10000 PATHS=... QUICK=1 DOCS=0);
+## installs haproxy, nginx, iperf3, wrk from Debian if missing; writes docs/benchmarks.md
+bench-peers: build
+	node bench/peers/run.ts
+
 deps: $(DEPS_STAMP)
 
 $(NODE_STAMP): toolchain/package.json toolchain/package-lock.json
