@@ -36,7 +36,7 @@ typecheck: $(DEPS_STAMP)
 bench: build
 	node bench/pick.ts
 
-## bench-peers: GoBalancer vs HAProxy and nginx stream (ROUNDS=3 DURATION=4 IDLE=10000 PATHS=... QUICK=1 DOCS=0);
+## bench-peers: GoBalancer vs HAProxy and nginx stream, ~10 min (ROUNDS=5 DURATION=4 IDLE=10000 PATHS=... QUICK=1 DOCS=0);
 ## installs haproxy, nginx, iperf3, wrk from Debian if missing; writes docs/benchmarks.md
 bench-peers: build
 	node bench/peers/run.ts

@@ -42,7 +42,7 @@ function options(): Options {
   }
   const command = [...OPTION_VARS.filter((v) => process.env[v]).map((v) => `${v}=${process.env[v]}`), "make bench-peers"].join(" ");
   return {
-    rounds: intOption("ROUNDS", quick ? 1 : 3, 1, 50),
+    rounds: intOption("ROUNDS", quick ? 1 : 5, 1, 50),
     durationS: intOption("DURATION", quick ? 1 : 4, 1, 60),
     connections: intOption("CONNECTIONS", 50, 1, 1000),
     idle: intOption("IDLE", Math.min(quick ? 1000 : 10_000, MAX_IDLE), 1, MAX_IDLE),
