@@ -1,6 +1,9 @@
 import type { Algorithm } from "../config/schema.ts";
 import type { BackendView } from "../pool/pool.ts";
+import { IpHashPicker } from "./ip-hash.ts";
+import { LeastConnectionsPicker } from "./least-connections.ts";
 import { RoundRobinPicker } from "./round-robin.ts";
+import { WeightedPicker } from "./weighted.ts";
 
 /**
  * Chooses a backend for one new connection. Built from a snapshot's routable backends
@@ -16,29 +19,54 @@ export interface Picker {
    * Returns undefined only when there is no routable backend.
    */
   pick(clientIp: string, attempt: number): BackendView | undefined;
+  /** This thread counted a new connection on `slot` (right after CounterView.opened). */
+  connectionOpened?(slot: number): void;
+  /**
+   * This thread gave back a connection's count on `slot` (right after CounterView.closed).
+   * The slot may belong to a backend this picker does not hold (it left the pool while
+   * the connection was open): then it is ignored.
+   */
+  connectionClosed?(slot: number): void;
 }
 
 /** What a picker may read besides the snapshot: live counts shared by all threads. */
 export interface PickerContext {
   /** Active connections per backend slot (Atomics.load to read). */
   readonly active: Int32Array;
+  /**
+   * Runs a slice of background work (an ip_hash table build) later on this thread.
+   * Default: setImmediate, unref'd so a build never holds the process open.
+   */
+  readonly schedule?: (task: () => void) => void;
+  /** Monotonic milliseconds, for time-slicing background work. Default: performance.now. */
+  readonly now?: () => number;
 }
 
 /**
  * Builds the picker for `algorithm`. `previous` is the picker of the last snapshot, so
- * state that should survive a change (a round-robin cursor) can carry over.
+ * state that should survive a change (a round-robin cursor, an ip_hash table and its
+ * build in progress) can carry over.
  */
 export function createPicker(
   algorithm: Algorithm,
   routable: readonly BackendView[],
-  _context: PickerContext,
+  context: PickerContext,
   previous?: Picker,
 ): Picker {
   switch (algorithm) {
     case "round_robin":
-    case "least_connections":
-    case "weighted":
-    case "ip_hash":
       return new RoundRobinPicker(routable, previous);
+    case "weighted":
+      return new WeightedPicker(routable, previous);
+    case "least_connections":
+      return new LeastConnectionsPicker(routable, context.active, previous);
+    case "ip_hash":
+      // The table and any build in progress live in the picker: update it in place so a
+      // change at a million backends does not start over from an empty table.
+      if (previous instanceof IpHashPicker) {
+        previous.update(routable);
+        return previous;
+      }
+      return new IpHashPicker(routable, context);
   }
 }

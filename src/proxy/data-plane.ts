@@ -215,6 +215,7 @@ export class DataPlane {
     else (conn.triedMore ??= []).push(view.slot);
     conn.counted = true;
     this.counters.opened(view.slot); // counted from the dial on, so least_connections sees it
+    this.picker.connectionOpened?.(view.slot);
     const backend = net.connect({ host: view.host, port: view.port, allowHalfOpen: true, noDelay: true }) as ProxiedSocket;
     backend[CONN] = conn;
     conn.backend = backend;
@@ -303,6 +304,7 @@ export class DataPlane {
     const slot = conn.view!.slot;
     if (conn.connected) this.counters.closed(slot, conn.client.bytesRead, conn.client.bytesWritten);
     else this.counters.closed(slot, 0, 0);
+    this.picker.connectionClosed?.(slot);
   }
 
   /** Both sides are closed: the connection is over. */

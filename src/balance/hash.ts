@@ -1,0 +1,158 @@
+/**
+ * Fixed-seed hashing for ip_hash: MurmurHash3 (x86, 32-bit) over 32-bit words. The seeds
+ * are constants, never per process, so every process, restart and replica maps a client
+ * to the same backend. Nothing here allocates: these run once or twice per connection.
+ */
+
+/** Seeds for the independent hashes ip_hash needs. Changing one remaps every client. */
+export const SEED_SLOT = 0x9747b28c;
+export const SEED_STEP = 0x5bd1e995;
+export const SEED_OFFSET = 0x2f0b3c4d;
+export const SEED_SKIP = 0x6a09e667;
+export const SEED_ORDER = 0x3c6ef372;
+
+function mixWord(h: number, word: number): number {
+  let k = Math.imul(word, 0xcc9e2d51);
+  k = (k << 15) | (k >>> 17);
+  k = Math.imul(k, 0x1b873593);
+  h ^= k;
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
+}
+
+function finish(h: number, length: number): number {
+  h ^= length;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/** Murmur3 of a string's UTF-16 code units, two per word. */
+export function hashString(text: string, seed: number): number {
+  let h = seed;
+  const n = text.length;
+  let i = 0;
+  for (; i + 1 < n; i += 2) h = mixWord(h, text.charCodeAt(i) | (text.charCodeAt(i + 1) << 16));
+  if (i < n) h = mixWord(h, text.charCodeAt(i));
+  return finish(h, n * 2);
+}
+
+/** Murmur3 of the first `words` entries of `data`. */
+export function hashWords(data: Uint32Array, words: number, seed: number): number {
+  let h = seed;
+  for (let i = 0; i < words; i++) h = mixWord(h, data[i]!);
+  return finish(h, words * 4);
+}
+
+/**
+ * Parses an IP address into `out` (4 words, network order) without allocating and returns
+ * how many words it holds: 1 for IPv4 and for IPv4-mapped IPv6 (so ::ffff:10.0.0.1,
+ * ::ffff:a00:1 and 10.0.0.1 are one client), 4 for other IPv6, 0 if `ip` is not an
+ * address (then hash the string). A zone (`%eth0`) is ignored. `groups` is scratch.
+ */
+export function parseIp(ip: string, out: Uint32Array, groups: Uint16Array): number {
+  let end = ip.indexOf("%");
+  if (end < 0) end = ip.length;
+  if (ip.indexOf(":") < 0) {
+    const v4 = parseIpv4(ip, 0, end);
+    if (v4 < 0) return 0;
+    out[0] = v4;
+    return 1;
+  }
+  // IPv6: groups before "::" fill from the front, groups after it are moved to the back.
+  let count = 0;
+  let gap = -1;
+  let i = 0;
+  if (end >= 2 && ip.charCodeAt(0) === 58 && ip.charCodeAt(1) === 58) {
+    gap = 0;
+    i = 2;
+    if (i === end) return finishIpv6(out, groups, 0, 0);
+  }
+  for (;;) {
+    if (count >= 8) return 0;
+    let value = 0;
+    let digits = 0;
+    const start = i;
+    while (i < end) {
+      const d = hexDigit(ip.charCodeAt(i));
+      if (d < 0) break;
+      value = value * 16 + d;
+      digits++;
+      i++;
+    }
+    if (i < end && ip.charCodeAt(i) === 46) {
+      // A dotted IPv4 tail holds the last two groups.
+      if (count > 6) return 0;
+      const v4 = parseIpv4(ip, start, end);
+      if (v4 < 0) return 0;
+      groups[count++] = v4 >>> 16;
+      groups[count++] = v4 & 0xffff;
+      i = end;
+      break;
+    }
+    if (digits === 0 || digits > 4) return 0;
+    groups[count++] = value;
+    if (i === end) break;
+    if (ip.charCodeAt(i) !== 58) return 0;
+    i++;
+    if (i < end && ip.charCodeAt(i) === 58) {
+      if (gap >= 0) return 0;
+      gap = count;
+      i++;
+      if (i === end) break;
+    } else if (i === end) {
+      return 0;
+    }
+  }
+  return finishIpv6(out, groups, count, gap);
+}
+
+function finishIpv6(out: Uint32Array, groups: Uint16Array, count: number, gap: number): number {
+  if (gap < 0) {
+    if (count !== 8) return 0;
+  } else {
+    if (count > 7) return 0;
+    const tail = count - gap;
+    for (let k = tail - 1; k >= 0; k--) groups[8 - tail + k] = groups[gap + k]!;
+    for (let k = gap; k < 8 - tail; k++) groups[k] = 0;
+  }
+  if (groups[0] === 0 && groups[1] === 0 && groups[2] === 0 && groups[3] === 0 && groups[4] === 0 && groups[5] === 0xffff) {
+    out[0] = ((groups[6]! << 16) | groups[7]!) >>> 0;
+    return 1;
+  }
+  for (let k = 0; k < 4; k++) out[k] = ((groups[2 * k]! << 16) | groups[2 * k + 1]!) >>> 0;
+  return 4;
+}
+
+function parseIpv4(ip: string, start: number, end: number): number {
+  let value = 0;
+  let part = 0;
+  let digits = 0;
+  let parts = 0;
+  for (let i = start; i <= end; i++) {
+    const c = i < end ? ip.charCodeAt(i) : 46;
+    if (c === 46) {
+      if (digits === 0 || part > 255) return -1;
+      value = value * 256 + part;
+      parts++;
+      part = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      part = part * 10 + (c - 48);
+      if (++digits > 3) return -1;
+    } else {
+      return -1;
+    }
+  }
+  return parts === 4 ? value : -1;
+}
+
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 97 && c <= 102) return c - 87;
+  if (c >= 65 && c <= 70) return c - 55;
+  return -1;
+}
