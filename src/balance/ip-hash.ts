@@ -5,6 +5,11 @@ import type { Picker, PickerContext } from "./picker.ts";
 
 /** Longest a build may hold the event loop in one go, in ms. */
 const SLICE_MS = 8;
+/**
+ * Up to this many backends the first table is built at once, whole (tens of ms at most):
+ * with no table yet there is nothing consistent to serve from meanwhile.
+ */
+const WHOLE_FIRST_BUILD = 16_384;
 /** Entries a lookup follows before it gives up on the table (see `fallback`). */
 const MAX_PROBES = 512;
 /** Retries a client can make (config `retries` ≤ 100) plus the data plane's re-picks. */
@@ -64,7 +69,8 @@ export class IpHashPicker implements Picker {
     // A running build finishes first; install() then starts one for the newest set.
     if (this.build) return;
     this.build = buildMaglev(routable);
-    this.runSlice();
+    if (this.table === null && routable.length <= WHOLE_FIRST_BUILD) this.finishBuilds();
+    else this.runSlice();
   }
 
   /** True while a table build is under way. */
