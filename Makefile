@@ -34,7 +34,7 @@ typecheck: $(DEPS_STAMP)
 
 ## bench: backend-pick micro-benchmarks for every algorithm
 bench: build
-	node bench/pick.ts
+	node --expose-gc --max-old-space-size=20000 bench/pick.ts
 
 ## bench-peers: GoBalancer vs HAProxy and nginx stream, ~10 min (ROUNDS=5 DURATION=4 IDLE=10000 PATHS=... QUICK=1 DOCS=0);
 ## installs haproxy, nginx, iperf3, wrk from Debian if missing; writes docs/benchmarks.md
