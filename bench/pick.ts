@@ -190,29 +190,26 @@ function benchOne(algorithm: Algorithm, label: string, set: BackendView[], seed:
   return { n, algorithm: label, ns: median(runs), seed, build: buildText, changes, bytes };
 }
 
-const rows: Row[] = [];
+function format(r: Row): string {
+  const speedup = r.seed / r.ns;
+  const x = speedup >= 100 ? `${Math.round(speedup).toLocaleString("en")}×` : `${speedup.toFixed(1)}×`;
+  return `| ${r.n.toLocaleString("en")} | ${r.algorithm} | ${r.ns.toFixed(0)} | ${r.seed.toLocaleString("en")} | ${x} | ${r.build} | ${r.changes.join(" | ")} | ${Number.isNaN(r.bytes) ? "—" : r.bytes.toFixed(0)} |`;
+}
+
+// Rows are printed as they complete, so a long run can be read (or cut short) as it goes.
+console.log("| backends | algorithm | ns/pick | seed ns/pick | speed-up | build ms | add ms | remove ms | weight ms | health flip ms | bytes/backend |");
+console.log("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
 const started = performance.now();
 for (const n of SIZES) {
   if (n > max) break;
   const set = backends(n, (i) => 1 + (i % 3));
   for (const [a, algorithm] of ALGORITHMS.entries()) {
     process.stderr.write(`N=${n} ${algorithm}…\n`);
-    rows.push(benchOne(algorithm, algorithm, set, SEED[n]![a]));
+    console.log(format(benchOne(algorithm, algorithm, set, SEED[n]![a])));
   }
   if (n === 100_000) {
     process.stderr.write(`N=${n} weighted, 1000 distinct weights…\n`);
-    rows.push(benchOne("weighted", "weighted, 1000 distinct weights", backends(n, (i) => 1 + (i % 1000)), SEED[n]![2]));
+    console.log(format(benchOne("weighted", "weighted, 1000 distinct weights", backends(n, (i) => 1 + (i % 1000)), SEED[n]![2])));
   }
 }
-
-const lines = [
-  "| backends | algorithm | ns/pick | seed ns/pick | speed-up | build ms | add ms | remove ms | weight ms | health flip ms | bytes/backend |",
-  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-  ...rows.map((r) => {
-    const speedup = r.seed / r.ns;
-    const x = speedup >= 100 ? `${Math.round(speedup).toLocaleString("en")}×` : `${speedup.toFixed(1)}×`;
-    return `| ${r.n.toLocaleString("en")} | ${r.algorithm} | ${r.ns.toFixed(0)} | ${r.seed.toLocaleString("en")} | ${x} | ${r.build} | ${r.changes.join(" | ")} | ${Number.isNaN(r.bytes) ? "—" : r.bytes.toFixed(0)} |`;
-  }),
-];
-console.log(lines.join("\n"));
 console.log(`\nnode ${process.version}, ${((performance.now() - started) / 1000).toFixed(0)} s in all`);
