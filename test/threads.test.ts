@@ -29,6 +29,17 @@ describe("workers: 2", () => {
     assert.deepEqual([...new Set(closed.map((l) => l.thread))].sort(), [0, 1]);
   });
 
+  it("keeps round robin exact across threads", async () => {
+    const backends = await Promise.all(["a", "b", "c"].map((n) => startNamedBackend(n)));
+    const lb = await startBalancer({ workers: 2, discovery: { backends: backends.map((b) => ({ address: b.address })) } });
+    const counts: Record<string, number> = {};
+    for (let i = 0; i < 60; i++) {
+      const name = (await request(lb.port)).trim();
+      counts[name] = (counts[name] ?? 0) + 1;
+    }
+    assert.deepEqual(counts, { a: 20, b: 20, c: 20 });
+  });
+
   it("moves data intact and honours half-close on every thread", async () => {
     const echo = await startEchoBackend();
     const lb = await startBalancer({ workers: 2, discovery: { backends: [{ address: echo.address }] } });

@@ -34,6 +34,12 @@ export interface PickerContext {
   /** Active connections per backend slot (Atomics.load to read). */
   readonly active: Int32Array;
   /**
+   * A counter shared by every data-plane thread, at index `ticketIndex`, so that round
+   * robin takes turns across threads rather than per thread. Without it, a local one.
+   */
+  readonly tickets?: Int32Array;
+  readonly ticketIndex?: number;
+  /**
    * Runs a slice of background work (an ip_hash table build) later on this thread.
    * Default: setImmediate, unref'd so a build never holds the process open.
    */
@@ -55,7 +61,7 @@ export function createPicker(
 ): Picker {
   switch (algorithm) {
     case "round_robin":
-      return new RoundRobinPicker(routable, previous);
+      return new RoundRobinPicker(routable, context.tickets, context.ticketIndex);
     case "weighted":
       return new WeightedPicker(routable, previous);
     case "least_connections":

@@ -28,6 +28,21 @@ describe("round_robin", () => {
     for (let i = 0; i < 40; i++) assert.notEqual(picker.pick("", 0)!.slot, 2);
   });
 
+  it("takes turns across threads that share the ticket counter", () => {
+    // Two data-plane threads: each has its own picker, both draw from one shared counter.
+    const tickets = new Int32Array(new SharedArrayBuffer(8));
+    const shared = { active: ctx.active, tickets, ticketIndex: 1 };
+    const set = views(3);
+    const threadA = createPicker("round_robin", set, shared);
+    const threadB = createPicker("round_robin", set, shared);
+    const counts = [0, 0, 0];
+    for (let i = 0; i < 300; i++) counts[(i % 5 < 2 ? threadA : threadB).pick("", 0)!.slot]!++;
+    assert.deepEqual(counts, [100, 100, 100]);
+    // A new snapshot carries on from the shared counter instead of starting over.
+    const next = createPicker("round_robin", set, shared, threadA);
+    assert.equal(next.pick("", 0)!.slot, 300 % 3);
+  });
+
   it("returns undefined with no routable backend", () => {
     assert.equal(createPicker("round_robin", [], ctx).pick("", 0), undefined);
   });

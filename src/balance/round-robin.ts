@@ -1,23 +1,29 @@
 import type { BackendView } from "../pool/pool.ts";
 import type { Picker } from "./picker.ts";
 
-/** Each routable backend in turn: over k·N picks, every backend gets exactly k. O(1). */
+/**
+ * Each routable backend in turn: over k·N picks, every backend gets exactly k. O(1).
+ *
+ * The turn is a ticket from a counter shared by all data-plane threads (one Atomics.add),
+ * so the rotation is exact across threads, not merely per thread, and it carries over
+ * pool changes without restarting at the first backend. The counter wraps after 2^32
+ * picks, where one rotation is cut short.
+ */
 export class RoundRobinPicker implements Picker {
   private readonly backends: readonly BackendView[];
-  private cursor: number;
+  private readonly tickets: Int32Array;
+  private readonly index: number;
 
-  constructor(backends: readonly BackendView[], previous?: Picker) {
+  constructor(backends: readonly BackendView[], tickets?: Int32Array, index = 0) {
     this.backends = backends;
-    // Carry the cursor over a pool change so a change does not restart the rotation at
-    // the first backend (which would load it more than the others).
-    this.cursor = previous instanceof RoundRobinPicker ? previous.cursor % Math.max(backends.length, 1) : 0;
+    this.tickets = tickets ?? new Int32Array(1);
+    this.index = tickets ? index : 0;
   }
 
   pick(): BackendView | undefined {
     const n = this.backends.length;
     if (n === 0) return undefined;
-    const chosen = this.backends[this.cursor]!;
-    this.cursor = this.cursor + 1 === n ? 0 : this.cursor + 1;
-    return chosen;
+    const ticket = Atomics.add(this.tickets, this.index, 1) >>> 0;
+    return this.backends[ticket % n];
   }
 }

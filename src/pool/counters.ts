@@ -17,6 +17,8 @@ const STATS_PER_SLOT = 4;
 
 /** Process-wide figures in `global`, indexed by these. */
 export const GLOBAL_ACTIVE = 0;
+/** Round-robin tickets handed out so far, by every thread (see round-robin.ts). */
+export const GLOBAL_RR_TICKET = 1;
 const GLOBAL_FIELDS = 4;
 
 const MAX_SLOTS = 1 << 24;

@@ -1,10 +1,10 @@
 import net from "node:net";
 import type { Logger } from "pino";
-import { createPicker, type Picker } from "../balance/picker.ts";
+import { createPicker, type Picker, type PickerContext } from "../balance/picker.ts";
 import type { Algorithm } from "../config/schema.ts";
 import { RateLimitedLog } from "../log/rate-limit.ts";
 import type { HostPort } from "../pool/address.ts";
-import { GLOBAL_ACTIVE, type CounterView } from "../pool/counters.ts";
+import { GLOBAL_ACTIVE, GLOBAL_RR_TICKET, type CounterView } from "../pool/counters.ts";
 import type { BackendView, Snapshot } from "../pool/pool.ts";
 
 export interface DataPlaneOptions {
@@ -98,6 +98,7 @@ export class DataPlane {
   private readonly connectionCap: number;
   private readonly capReason: string;
   private picker: Picker;
+  private readonly pickerContext: PickerContext;
   private head: Connection | null = null;
   private openCount = 0;
   private accepting = false;
@@ -112,7 +113,8 @@ export class DataPlane {
     const configured = opts.maxConnections > 0 ? opts.maxConnections : Infinity;
     this.connectionCap = Math.min(configured, opts.descriptorCap);
     this.capReason = configured <= opts.descriptorCap ? "max_connections reached" : "file descriptor limit reached";
-    this.picker = createPicker(opts.algorithm, [], { active: opts.counters.active });
+    this.pickerContext = { active: opts.counters.active, tickets: opts.counters.global, ticketIndex: GLOBAL_RR_TICKET };
+    this.picker = createPicker(opts.algorithm, [], this.pickerContext);
     // pauseOnConnect: read nothing from a client until its backend is connected, so
     // no client bytes are buffered here while dialling.
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
@@ -122,7 +124,7 @@ export class DataPlane {
 
   /** Installs a new pool snapshot; the next connection picks from it. */
   setSnapshot(snapshot: Snapshot): void {
-    this.picker = createPicker(this.opts.algorithm, snapshot.routable, { active: this.counters.active }, this.picker);
+    this.picker = createPicker(this.opts.algorithm, snapshot.routable, this.pickerContext, this.picker);
   }
 
   /** Starts listening; resolves with the bound address. */
