@@ -4,8 +4,9 @@ import type { Logger } from "pino";
 import type { Config } from "./config/schema.ts";
 import { StaticSource } from "./discovery/static.ts";
 import type { DiscoverySource } from "./discovery/source.ts";
+import { HealthMonitor } from "./health/monitor.ts";
 import { CounterTable, CounterView } from "./pool/counters.ts";
-import { BackendPool } from "./pool/pool.ts";
+import { BackendPool, type BackendView } from "./pool/pool.ts";
 import { DataPlane } from "./proxy/data-plane.ts";
 import { descriptorConnectionCap } from "./proxy/descriptors.ts";
 import { ThreadedDataPlane } from "./proxy/threads.ts";
@@ -20,6 +21,7 @@ export class Balancer {
   private readonly log: Logger;
   private readonly dataPlane: DataPlane | ThreadedDataPlane;
   private readonly threads: number;
+  private readonly health: HealthMonitor;
   private readonly sources: DiscoverySource[] = [];
   private listening: AddressInfo | undefined;
   private shuttingDown = false;
@@ -34,6 +36,14 @@ export class Balancer {
     this.threads = config.workers === "auto" ? availableParallelism() : config.workers;
     const counters = new CounterTable(this.threads);
     this.pool = new BackendPool({ logger, counters });
+    this.health = new HealthMonitor({ settings: config.healthCheck, sink: this.pool, logger });
+    // Registered before any source starts, so every backend is probed from the moment it joins.
+    this.pool.onMembership((change) => {
+      this.health.unwatch(change.removed);
+      this.health.watch(change.added);
+    });
+    // Failed client dials count toward `fall`; from threads they arrive by message.
+    const onDialFailure = (backend: BackendView, reason: string) => this.health.reportPassiveFailure(backend.key, reason);
     const planeOptions = {
       listen: config.listen,
       algorithm: config.algorithm,
@@ -47,13 +57,14 @@ export class Balancer {
     // hop for snapshots. More: each thread has its own listener on the same port.
     this.dataPlane =
       this.threads === 1
-        ? new DataPlane({ ...planeOptions, counters: new CounterView(counters.buffers, 0), logger })
+        ? new DataPlane({ ...planeOptions, counters: new CounterView(counters.buffers, 0), logger, onDialFailure })
         : new ThreadedDataPlane({
             threads: this.threads,
             options: planeOptions,
             counters: counters.buffers,
             log: config.log,
             logger,
+            onDialFailure,
             onThreadCrash: (err) => onFatal(new Error(`data-plane thread crashed: ${err.message}`, { cause: err })),
           });
     this.pool.onSnapshot((snapshot) => this.dataPlane.setSnapshot(snapshot));
@@ -70,6 +81,7 @@ export class Balancer {
     try {
       this.listening = await this.dataPlane.listen();
     } catch (err) {
+      this.health.stop();
       await this.stopSources();
       throw err;
     }
@@ -97,6 +109,7 @@ export class Balancer {
     const active = this.dataPlane.activeConnections;
     this.log.info({ active_connections: active, timeout_ms: this.config.timeouts.shutdownMs }, "shutting down: draining connections");
     this.dataPlane.stopAccepting();
+    this.health.stop(); // no new connections will be routed, so verdicts no longer matter
     await this.stopSources();
     const forced = await this.dataPlane.drain(this.config.timeouts.shutdownMs);
     this.log.info({ closed_at_deadline: forced }, "shutdown complete");

@@ -1,0 +1,203 @@
+import assert from "node:assert/strict";
+import net from "node:net";
+import { after, describe, it } from "node:test";
+import pino from "pino";
+import { HealthMonitor, type HealthSettings, type HealthSink } from "./monitor.ts";
+import type { ProbeDone, Prober, ProbeTarget, RunningProbe } from "./probe.ts";
+
+const logger = pino({ level: "silent" });
+
+function settings(over: Partial<HealthSettings> = {}): HealthSettings {
+  return {
+    type: "tcp",
+    intervalMs: 50,
+    timeoutMs: 100,
+    rise: 2,
+    fall: 3,
+    http: { path: "/health", expectStatus: [[200, 399]], host: "" },
+    ...over,
+  };
+}
+
+/** Records what the monitor tells the pool. */
+class RecordingSink implements HealthSink {
+  readonly changes: Array<{ key: string; healthy: boolean; reason: string }> = [];
+  readonly checks: Array<{ key: string; error: string | null }> = [];
+  setHealthy(key: string, healthy: boolean, reason: string): void {
+    this.changes.push({ key, healthy, reason });
+  }
+  recordCheck(key: string, _at: Date, error: string | null): void {
+    this.checks.push({ key, error });
+  }
+}
+
+/** Answers each probe from a script (null = pass), asynchronously, and logs when probes start. */
+class ScriptedProber implements Prober {
+  readonly starts: Array<{ key: string; at: number }> = [];
+  script: (key: string, n: number) => string | null;
+  constructor(script: (key: string, n: number) => string | null = () => null) {
+    this.script = script;
+  }
+  start(target: ProbeTarget, done: ProbeDone): RunningProbe {
+    const n = this.starts.filter((s) => s.key === target.key).length;
+    this.starts.push({ key: target.key, at: performance.now() });
+    const t = setImmediate(() => done(this.script(target.key, n), false));
+    return { cancel: () => clearImmediate(t) };
+  }
+}
+
+const target = (port: number): ProbeTarget => ({ key: `127.0.0.1:${port}`, host: "127.0.0.1", port });
+
+/** A deterministic uniform [0, 1) sequence. */
+function seeded(seed = 1): () => number {
+  let x = seed;
+  return () => ((x = (x * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+}
+
+async function waitUntil(cond: () => boolean, timeoutMs = 3000, what = "condition"): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const servers: net.Server[] = [];
+after(() => Promise.all(servers.map((s) => new Promise((r) => s.close(r)))));
+
+async function countingListener(): Promise<{ target: ProbeTarget; accepted: () => number; open: () => number }> {
+  let accepted = 0;
+  let open = 0;
+  const server = net.createServer((s) => {
+    accepted++;
+    open++;
+    s.resume();
+    s.on("error", () => {});
+    s.on("close", () => open--);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  servers.push(server);
+  return { target: target((server.address() as net.AddressInfo).port), accepted: () => accepted, open: () => open };
+}
+
+describe("health monitor", () => {
+  it("takes a backend down after fall failures and back after rise successes, once each", async () => {
+    const sink = new RecordingSink();
+    // Probes 0-4 fail, then all pass.
+    const prober = new ScriptedProber((_k, n) => (n < 5 ? "connect refused" : null));
+    const m = new HealthMonitor({ settings: settings({ intervalMs: 10 }), sink, logger, prober });
+    m.watch([target(1)]);
+    await waitUntil(() => sink.checks.length >= 9, 3000, "nine checks");
+    m.stop();
+    assert.deepEqual(sink.changes, [
+      { key: "127.0.0.1:1", healthy: false, reason: "connect refused" },
+      { key: "127.0.0.1:1", healthy: true, reason: "2 consecutive checks passed" },
+    ]);
+    assert.deepEqual(sink.checks.slice(0, 6).map((c) => c.error), [...Array(5).fill("connect refused"), null]);
+  });
+
+  it("probes a new backend at once", async () => {
+    const prober = new ScriptedProber();
+    const m = new HealthMonitor({ settings: settings({ intervalMs: 3_600_000 }), sink: new RecordingSink(), logger, prober });
+    const started = performance.now();
+    m.watch([target(1)]);
+    await waitUntil(() => prober.starts.length === 1);
+    m.stop();
+    assert.ok(prober.starts[0]!.at - started < 50, `first probe after ${prober.starts[0]!.at - started}ms`);
+  });
+
+  it("counts failed client dials toward fall", () => {
+    const sink = new RecordingSink();
+    const m = new HealthMonitor({ settings: settings({ intervalMs: 3_600_000, fall: 3 }), sink, logger, prober: new ScriptedProber() });
+    m.watch([target(1)]);
+    m.reportPassiveFailure("127.0.0.1:1", "connect refused");
+    m.reportPassiveFailure("127.0.0.1:1", "connect refused");
+    assert.equal(sink.changes.length, 0);
+    m.reportPassiveFailure("127.0.0.1:1", "connect refused");
+    assert.deepEqual(sink.changes, [{ key: "127.0.0.1:1", healthy: false, reason: "connect refused (client traffic)" }]);
+    m.reportPassiveFailure("127.0.0.1:2", "connect refused"); // not watched: ignored
+    m.stop();
+    assert.equal(sink.changes.length, 1);
+  });
+
+  it("a backend alternating pass/fail faster than rise/fall does not change state", async () => {
+    const sink = new RecordingSink();
+    const prober = new ScriptedProber((_k, n) => (n % 2 === 0 ? "HTTP 503" : null));
+    const m = new HealthMonitor({ settings: settings({ intervalMs: 5, rise: 2, fall: 2 }), sink, logger, prober });
+    m.watch([target(1)]);
+    await waitUntil(() => sink.checks.length >= 20, 3000, "twenty checks");
+    m.stop();
+    assert.deepEqual(sink.changes, []);
+  });
+
+  it("spreads the first probes of a large batch and jitters every interval by up to 10%", async () => {
+    const prober = new ScriptedProber();
+    const intervalMs = 400;
+    const m = new HealthMonitor({ settings: settings({ intervalMs }), sink: new RecordingSink(), logger, prober, random: seeded(7) });
+    const started = performance.now();
+    m.watch(Array.from({ length: 1000 }, (_, i) => target(10_000 + i)));
+    await waitUntil(() => prober.starts.length >= 3000, 5000, "three rounds");
+    m.stop();
+    const firsts = new Map<string, number>();
+    const perKey = new Map<string, number[]>();
+    for (const s of prober.starts) {
+      if (!firsts.has(s.key)) firsts.set(s.key, s.at - started);
+      perKey.set(s.key, [...(perKey.get(s.key) ?? []), s.at]);
+    }
+    // First round: spread over the interval, no 40 ms window holding more than a quarter.
+    const buckets = new Array(20).fill(0);
+    for (const at of firsts.values()) buckets[Math.min(19, Math.floor(at / 40))]++;
+    assert.ok(Math.max(...buckets) < 250, `first probes bunched: ${buckets.join(" ")}`);
+    assert.ok(Math.max(...firsts.values()) > 300, "first round spread over the interval");
+    // Later rounds: every gap within the jitter (timers may fire a little late, never early).
+    const gaps: number[] = [];
+    for (const times of perKey.values()) for (let i = 1; i < times.length; i++) gaps.push(times[i]! - times[i - 1]!);
+    gaps.sort((a, b) => a - b);
+    assert.ok(gaps[0]! >= intervalMs * 0.9 - 2, `gap ${gaps[0]}ms shorter than interval - 10%`);
+    assert.ok(gaps[Math.floor(gaps.length / 2)]! < intervalMs * 1.1 + 50, `median gap ${gaps[Math.floor(gaps.length / 2)]}ms`);
+    assert.ok(gaps.at(-1)! - gaps[0]! > intervalMs * 0.1, "intervals are not all the same");
+  });
+
+  it("stops probing a removed backend at once, including a probe in flight", async () => {
+    // A black hole under http checks: each probe stays open until the timeout.
+    const hole = await countingListener();
+    const sink = new RecordingSink();
+    const m = new HealthMonitor({ settings: settings({ type: "http", intervalMs: 20, timeoutMs: 2000 }), sink, logger });
+    m.watch([hole.target]);
+    await waitUntil(() => hole.open() === 1, 2000, "probe in flight");
+    m.unwatch([hole.target]);
+    assert.equal(m.size, 0);
+    await waitUntil(() => hole.open() === 0, 2000, "probe connection closed");
+    const accepted = hole.accepted();
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(hole.accepted(), accepted, "no probe after removal");
+    assert.deepEqual(sink.checks, [], "a cancelled probe is no verdict");
+  });
+
+  it("a hanging probe fails at the timeout and probing goes on", async () => {
+    const hole = await countingListener();
+    const sink = new RecordingSink();
+    const m = new HealthMonitor({ settings: settings({ type: "http", intervalMs: 20, timeoutMs: 60, fall: 2 }), sink, logger });
+    m.watch([hole.target]);
+    await waitUntil(() => sink.checks.length >= 4, 3000, "four checks");
+    m.stop();
+    assert.deepEqual(sink.checks.slice(0, 4).map((c) => c.error), Array(4).fill("timeout after 60ms"));
+    assert.deepEqual(sink.changes, [{ key: hole.target.key, healthy: false, reason: "timeout after 60ms" }]);
+  });
+
+  it("stop leaves no timer or socket behind and probes nothing more", async () => {
+    const backends = await Promise.all([countingListener(), countingListener(), countingListener()]);
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+    const before = timers();
+    const m = new HealthMonitor({ settings: settings({ intervalMs: 10 }), sink: new RecordingSink(), logger });
+    m.watch(backends.map((b) => b.target));
+    await waitUntil(() => backends.every((b) => b.accepted() >= 2), 2000, "probes running");
+    m.stop();
+    m.watch([backends[0]!.target]); // after stop: ignored
+    assert.equal(m.size, 0);
+    assert.equal(timers(), before);
+    const counts = backends.map((b) => b.accepted());
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(backends.map((b) => b.accepted()), counts);
+  });
+});

@@ -1,0 +1,169 @@
+import type { Logger } from "pino";
+import type { Config } from "../config/schema.ts";
+import { HttpProber, TcpProber, type Prober, type ProbeTarget, type RunningProbe } from "./probe.ts";
+import { RiseFall } from "./rise-fall.ts";
+
+export type HealthSettings = Config["healthCheck"];
+
+/** What the monitor writes: BackendPool satisfies it. */
+export interface HealthSink {
+  /** The verdict changed; the sink logs the change and republishes routing. */
+  setHealthy(key: string, healthy: boolean, reason: string): void;
+  /** One probe's outcome, for the API (error null when it passed). */
+  recordCheck(key: string, at: Date, error: string | null): void;
+}
+
+export interface HealthMonitorOptions {
+  settings: HealthSettings;
+  sink: HealthSink;
+  logger: Logger;
+  /** Defaults to the probe `settings.type` names; tests may pass their own. */
+  prober?: Prober;
+  /** Wall clock for last_checked_at. */
+  now?: () => number;
+  /** Uniform in [0, 1), for jitter. */
+  random?: () => number;
+}
+
+/**
+ * First probes of backends that join together are spread over this much time per
+ * backend (at most one interval): one backend is probed at once, a thousand over a
+ * second, not in one burst that would stall the event loop and the data path with it.
+ */
+const FIRST_PROBE_SPREAD_MS = 1;
+/** Each interval is stretched or shrunk by up to this fraction, so probes never align. */
+const JITTER = 0.1;
+
+/** A watched backend: its hysteresis, its one timer, and its probe in flight. */
+class Watched {
+  readonly target: ProbeTarget;
+  readonly state: RiseFall;
+  timer: NodeJS.Timeout | null = null;
+  running: RunningProbe | null = null;
+  startedAt = 0;
+
+  constructor(target: ProbeTarget, state: RiseFall) {
+    this.target = target;
+    this.state = state;
+  }
+}
+
+/**
+ * Active and passive health checking. Each watched backend has its own probe loop on
+ * `interval` (with jitter), one probe at a time, each bounded by `timeout`. Probe
+ * failures and failed client dials feed the same rise/fall counter; the monitor only
+ * tells the sink when the verdict flips.
+ */
+export class HealthMonitor {
+  private readonly settings: HealthSettings;
+  private readonly sink: HealthSink;
+  private readonly log: Logger;
+  private readonly prober: Prober;
+  private readonly now: () => number;
+  private readonly random: () => number;
+  private readonly watched = new Map<string, Watched>();
+  private stopped = false;
+
+  constructor(opts: HealthMonitorOptions) {
+    this.settings = opts.settings;
+    this.sink = opts.sink;
+    this.log = opts.logger;
+    this.now = opts.now ?? Date.now;
+    this.random = opts.random ?? Math.random;
+    this.prober = opts.prober ?? proberFor(opts.settings);
+  }
+
+  /** How many backends are being probed. */
+  get size(): number {
+    return this.watched.size;
+  }
+
+  /** Starts probing backends that joined; the first probes begin at once, spread out. */
+  watch(targets: readonly ProbeTarget[]): void {
+    if (this.stopped) return;
+    const spread = Math.min(this.settings.intervalMs, targets.length * FIRST_PROBE_SPREAD_MS);
+    for (const target of targets) {
+      this.unwatch([target]); // a re-added backend starts afresh
+      const w = new Watched(target, new RiseFall(this.settings.rise, this.settings.fall));
+      this.watched.set(target.key, w);
+      this.schedule(w, spread * this.random());
+    }
+  }
+
+  /** Stops probing backends that left, at once: timers cleared, probes in flight closed. */
+  unwatch(targets: readonly ProbeTarget[]): void {
+    for (const target of targets) {
+      const w = this.watched.get(target.key);
+      if (w === undefined) continue;
+      this.watched.delete(target.key);
+      this.quiet(w);
+    }
+  }
+
+  /**
+   * A client's dial to `key` failed. It counts toward `fall` like a failed probe, so a
+   * dead backend leaves rotation after at most `fall` client attempts instead of waiting
+   * for the next probe. A plain call so dial failures can arrive from other threads.
+   */
+  reportPassiveFailure(key: string, reason: string): void {
+    const w = this.watched.get(key);
+    if (w === undefined) return;
+    this.failed(w, `${reason} (client traffic)`);
+  }
+
+  /** Stops every probe and timer. Nothing is probed afterwards. */
+  stop(): void {
+    this.stopped = true;
+    for (const w of this.watched.values()) this.quiet(w);
+    this.watched.clear();
+  }
+
+  private schedule(w: Watched, delayMs: number): void {
+    w.timer = setTimeout(() => this.probe(w), delayMs);
+  }
+
+  private probe(w: Watched): void {
+    w.timer = null;
+    w.startedAt = performance.now();
+    w.running = this.prober.start(w.target, (failure, inconclusive) => this.probed(w, failure, inconclusive));
+  }
+
+  private probed(w: Watched, failure: string | null, inconclusive: boolean): void {
+    w.running = null;
+    if (this.watched.get(w.target.key) !== w) return; // unwatched meanwhile
+    if (inconclusive) {
+      this.log.warn({ backend: w.target.key, reason: failure }, "health check skipped");
+    } else {
+      this.sink.recordCheck(w.target.key, new Date(this.now()), failure);
+      if (failure === null) this.passed(w);
+      else this.failed(w, failure);
+    }
+    // The interval runs from one probe's start to the next, so a slow probe does not
+    // stretch it; a probe that took longer than the interval is followed at once.
+    const interval = this.settings.intervalMs * (1 - JITTER + 2 * JITTER * this.random());
+    this.schedule(w, Math.max(0, interval - (performance.now() - w.startedAt)));
+  }
+
+  private passed(w: Watched): void {
+    if (w.state.success()) this.sink.setHealthy(w.target.key, true, `${this.settings.rise} consecutive checks passed`);
+  }
+
+  private failed(w: Watched, reason: string): void {
+    if (this.log.isLevelEnabled("debug")) this.log.debug({ backend: w.target.key, reason }, "health check failed");
+    if (w.state.failure()) this.sink.setHealthy(w.target.key, false, reason);
+  }
+
+  private quiet(w: Watched): void {
+    if (w.timer !== null) clearTimeout(w.timer);
+    w.timer = null;
+    w.running?.cancel();
+    w.running = null;
+  }
+}
+
+function proberFor(settings: HealthSettings): Prober {
+  if (settings.type === "http") {
+    return new HttpProber({ timeoutMs: settings.timeoutMs, ...settings.http });
+  }
+  return new TcpProber({ timeoutMs: settings.timeoutMs });
+}
