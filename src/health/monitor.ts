@@ -119,7 +119,9 @@ export class HealthMonitor {
   }
 
   private schedule(w: Watched, delayMs: number): void {
-    w.timer = setTimeout(() => this.probe(w), delayMs);
+    // Whole milliseconds: Node keeps one timer list per distinct duration, so integer
+    // delays let a thousand timers share a few hundred lists instead of one each.
+    w.timer = setTimeout(() => this.probe(w), Math.round(delayMs));
   }
 
   private probe(w: Watched): void {
