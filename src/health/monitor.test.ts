@@ -96,16 +96,6 @@ describe("health monitor", () => {
     assert.deepEqual(sink.checks.slice(0, 6).map((c) => c.error), [...Array(5).fill("connect refused"), null]);
   });
 
-  it("probes a new backend at once", async () => {
-    const prober = new ScriptedProber();
-    const m = new HealthMonitor({ settings: settings({ intervalMs: 3_600_000 }), sink: new RecordingSink(), logger, prober });
-    const started = performance.now();
-    m.watch([target(1)]);
-    await waitUntil(() => prober.starts.length === 1);
-    m.stop();
-    assert.ok(prober.starts[0]!.at - started < 50, `first probe after ${prober.starts[0]!.at - started}ms`);
-  });
-
   it("counts failed client dials toward fall", () => {
     const sink = new RecordingSink();
     const m = new HealthMonitor({ settings: settings({ intervalMs: 3_600_000, fall: 3 }), sink, logger, prober: new ScriptedProber() });
@@ -131,31 +121,30 @@ describe("health monitor", () => {
   });
 
   it("spreads the first probes of a large batch and jitters every interval by up to 10%", async () => {
+    // Timers that only record what was asked of them, so the schedule is checked exactly.
+    const asked: Array<{ ms: number; fn: () => void }> = [];
+    const timers = { after: (ms: number, fn: () => void) => asked.push({ ms, fn }), cancel: () => {} };
+    const intervalMs = 2000;
     const prober = new ScriptedProber();
-    const intervalMs = 400;
-    const m = new HealthMonitor({ settings: settings({ intervalMs }), sink: new RecordingSink(), logger, prober, random: seeded(7) });
-    const started = performance.now();
+    const m = new HealthMonitor({ settings: settings({ intervalMs }), sink: new RecordingSink(), logger, prober, random: seeded(7), timers });
+    m.watch([target(1)]);
+    assert.equal(asked.pop()!.ms, 0, "a lone new backend is probed at once");
     m.watch(Array.from({ length: 1000 }, (_, i) => target(10_000 + i)));
-    await waitUntil(() => prober.starts.length >= 3000, 5000, "three rounds");
+    const first = asked.splice(0);
+    // A thousand first probes spread over a second (1 ms each), evenly enough.
+    const buckets = new Array(10).fill(0);
+    for (const { ms } of first) buckets[Math.floor(ms / 100)]++;
+    assert.ok(first.every(({ ms }) => ms >= 0 && ms <= 1000));
+    assert.ok(buckets.every((n) => n > 60 && n < 140), `first probes bunched: ${buckets.join(" ")}`);
+    // Each probe, once done, asks for the next one interval ± 10% after it started.
+    const started = performance.now();
+    for (const { fn } of first) fn();
+    await waitUntil(() => asked.length === 1000, 3000, "second round scheduled");
+    const took = performance.now() - started; // already spent of each interval
     m.stop();
-    const firsts = new Map<string, number>();
-    const perKey = new Map<string, number[]>();
-    for (const s of prober.starts) {
-      if (!firsts.has(s.key)) firsts.set(s.key, s.at - started);
-      perKey.set(s.key, [...(perKey.get(s.key) ?? []), s.at]);
-    }
-    // First round: spread over the interval, no 40 ms window holding more than a quarter.
-    const buckets = new Array(20).fill(0);
-    for (const at of firsts.values()) buckets[Math.min(19, Math.floor(at / 40))]++;
-    assert.ok(Math.max(...buckets) < 250, `first probes bunched: ${buckets.join(" ")}`);
-    assert.ok(Math.max(...firsts.values()) > 300, "first round spread over the interval");
-    // Later rounds: every gap within the jitter (timers may fire a little late, never early).
-    const gaps: number[] = [];
-    for (const times of perKey.values()) for (let i = 1; i < times.length; i++) gaps.push(times[i]! - times[i - 1]!);
-    gaps.sort((a, b) => a - b);
-    assert.ok(gaps[0]! >= intervalMs * 0.9 - 2, `gap ${gaps[0]}ms shorter than interval - 10%`);
-    assert.ok(gaps[Math.floor(gaps.length / 2)]! < intervalMs * 1.1 + 50, `median gap ${gaps[Math.floor(gaps.length / 2)]}ms`);
-    assert.ok(gaps.at(-1)! - gaps[0]! > intervalMs * 0.1, "intervals are not all the same");
+    const next = asked.map(({ ms }) => ms).sort((a, b) => a - b);
+    assert.ok(next[0]! >= intervalMs * 0.9 - took - 1 && next.at(-1)! <= intervalMs * 1.1, `next probes after ${next[0]}-${next.at(-1)}ms`);
+    assert.ok(next.at(-1)! - next[0]! > intervalMs * 0.15, "intervals are jittered, not all the same");
   });
 
   it("stops probing a removed backend at once, including a probe in flight", async () => {

@@ -13,6 +13,17 @@ export interface HealthSink {
   recordCheck(key: string, at: Date, error: string | null): void;
 }
 
+/** Timers, injectable so tests can check the schedule without waiting on it. */
+export interface Scheduler {
+  after(ms: number, fn: () => void): unknown;
+  cancel(handle: unknown): void;
+}
+
+const realTimers: Scheduler = {
+  after: (ms, fn) => setTimeout(fn, ms),
+  cancel: (handle) => clearTimeout(handle as NodeJS.Timeout),
+};
+
 export interface HealthMonitorOptions {
   settings: HealthSettings;
   sink: HealthSink;
@@ -23,6 +34,7 @@ export interface HealthMonitorOptions {
   now?: () => number;
   /** Uniform in [0, 1), for jitter. */
   random?: () => number;
+  timers?: Scheduler;
 }
 
 /**
@@ -38,7 +50,7 @@ const JITTER = 0.1;
 class Watched {
   readonly target: ProbeTarget;
   readonly state: RiseFall;
-  timer: NodeJS.Timeout | null = null;
+  timer: unknown = null;
   running: RunningProbe | null = null;
   startedAt = 0;
 
@@ -61,6 +73,7 @@ export class HealthMonitor {
   private readonly prober: Prober;
   private readonly now: () => number;
   private readonly random: () => number;
+  private readonly timers: Scheduler;
   private readonly watched = new Map<string, Watched>();
   private stopped = false;
 
@@ -70,6 +83,7 @@ export class HealthMonitor {
     this.log = opts.logger;
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
+    this.timers = opts.timers ?? realTimers;
     this.prober = opts.prober ?? proberFor(opts.settings);
   }
 
@@ -81,7 +95,7 @@ export class HealthMonitor {
   /** Starts probing backends that joined; the first probes begin at once, spread out. */
   watch(targets: readonly ProbeTarget[]): void {
     if (this.stopped) return;
-    const spread = Math.min(this.settings.intervalMs, targets.length * FIRST_PROBE_SPREAD_MS);
+    const spread = Math.min(this.settings.intervalMs, (targets.length - 1) * FIRST_PROBE_SPREAD_MS);
     for (const target of targets) {
       this.unwatch([target]); // a re-added backend starts afresh
       const w = new Watched(target, new RiseFall(this.settings.rise, this.settings.fall));
@@ -121,7 +135,7 @@ export class HealthMonitor {
   private schedule(w: Watched, delayMs: number): void {
     // Whole milliseconds: Node keeps one timer list per distinct duration, so integer
     // delays let a thousand timers share a few hundred lists instead of one each.
-    w.timer = setTimeout(() => this.probe(w), Math.round(delayMs));
+    w.timer = this.timers.after(Math.round(delayMs), () => this.probe(w));
   }
 
   private probe(w: Watched): void {
@@ -156,7 +170,7 @@ export class HealthMonitor {
   }
 
   private quiet(w: Watched): void {
-    if (w.timer !== null) clearTimeout(w.timer);
+    if (w.timer !== null) this.timers.cancel(w.timer);
     w.timer = null;
     w.running?.cancel();
     w.running = null;
