@@ -185,8 +185,10 @@ describe("graceful shutdown", () => {
       socket.on("close", () => clearInterval(timer));
     });
     const lb = await startBalancer({ ...backendsOf(slow), timeouts: { shutdown: "10s" } });
+    // The first health probe, at start-up, is a backend connection too.
+    await waitFor(() => slow.accepted() === 1, 2000, "first health probe");
     const inflight = request(lb.port);
-    await waitFor(() => slow.accepted() === 1, 2000, "backend connection");
+    await waitFor(() => slow.accepted() === 2, 2000, "backend connection");
     lb.signal("SIGTERM");
     await lb.waitForLog((l) => l.msg === "shutting down: draining connections");
     await assert.rejects(request(lb.port), /ECONNREFUSED/);

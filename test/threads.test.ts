@@ -80,8 +80,10 @@ describe("workers: 2", () => {
   it("drains every thread on SIGTERM and exits 0", async () => {
     const slow = await startServer((socket) => setTimeout(() => socket.end("done\n"), 600));
     const lb = await startBalancer({ workers: 2, discovery: { backends: [{ address: slow.address }] } });
+    // The first health probe, at start-up, is a backend connection too.
+    await waitFor(() => slow.accepted() === 1, 2000, "first health probe");
     const inflight = Promise.all(Array.from({ length: 6 }, () => request(lb.port)));
-    await waitFor(() => slow.accepted() === 6, 3000, "six backend connections");
+    await waitFor(() => slow.accepted() === 7, 3000, "six backend connections");
     lb.signal("SIGTERM");
     await lb.waitForLog((l) => l.msg === "shutting down: draining connections");
     assert.deepEqual(await inflight, Array(6).fill("done\n"));
