@@ -83,18 +83,21 @@ async function run(file: string): Promise<number> {
     return 1;
   }
   const log = createLogger(config.log);
-  let balancer: Balancer;
+  let stopped: Promise<number>;
   try {
-    balancer = new Balancer(config, log, (err) => {
+    const balancer = new Balancer(config, log, (err) => {
       log.error({ err: err.message }, "fatal: exiting");
       process.exit(1);
     });
+    // Handlers go in before start-up: a supervisor may signal as soon as it reads the
+    // "gobalancer started" line, before the code after start() has run.
+    stopped = waitForSignals(balancer, log);
     await balancer.start();
   } catch (err) {
     log.error({ config: file }, `start failed: ${(err as Error).message}`);
     return 1;
   }
-  return waitForSignals(balancer, log);
+  return stopped;
 }
 
 /** First SIGTERM/SIGINT drains and resolves 0; a second one exits at once. */
