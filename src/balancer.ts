@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { Config } from "./config/schema.ts";
 import { StaticSource } from "./discovery/static.ts";
 import type { DiscoverySource } from "./discovery/source.ts";
+import { KubernetesSource } from "./discovery/kubernetes.ts";
 import { HealthMonitor } from "./health/monitor.ts";
 import { CounterTable, CounterView } from "./pool/counters.ts";
 import { BackendPool, type BackendView } from "./pool/pool.ts";
@@ -70,6 +71,8 @@ export class Balancer {
     this.pool.onSnapshot((snapshot) => this.dataPlane.setSnapshot(snapshot));
     if (config.discovery.type === "static") {
       this.sources.push(new StaticSource(config.discovery.backends, (d) => this.pool.reconcile("static", d)));
+    } else if (config.discovery.type === "kubernetes") {
+      this.sources.push(new KubernetesSource({ ...config.discovery.kubernetes, logger, apply: (d) => void this.pool.reconcile("kubernetes", d) }));
     } else {
       throw new Error(`discovery type ${config.discovery.type} is not available in this build`);
     }
