@@ -257,11 +257,12 @@ export class KubernetesSource implements DiscoverySource {
   private async run(firstAttempt: () => void): Promise<void> {
     let resourceVersion = ""; // "" = we must list
     let failures = 0;
+    let justListed = false;
     while (!this.stopped) {
       if (resourceVersion === "") {
         try {
           resourceVersion = await this.list();
-          failures = 0;
+          justListed = true;
         } catch (err) {
           if (this.stopped) break;
           const delay = this.delayFor(++failures);
@@ -272,14 +273,19 @@ export class KubernetesSource implements DiscoverySource {
         }
         firstAttempt();
       }
+      const fromList = justListed;
+      justListed = false;
       const end = await this.watchOnce(resourceVersion);
       if (this.stopped) break;
       resourceVersion = end.resourceVersion;
+      // A watch that worked for a while proves the connection good: the next retry is quick.
+      const healthy = end.connected && (end.events > 0 || end.durationMs >= 1000);
+      if (healthy) failures = 0;
       if (end.expired) {
         this.log.info({ resource_version: resourceVersion }, "kubernetes watch expired; re-listing");
         resourceVersion = "";
-        // A server answering 410 to a watch from the list it just gave is broken; do not spin.
-        if (end.events === 0 && end.durationMs < 1000) await this.sleep(this.delayFor(++failures));
+        // A server answering 410 to a watch from the list it has just given is broken: do not spin.
+        if (fromList && end.events === 0) await this.sleep(this.delayFor(++failures));
         continue;
       }
       if (end.error !== undefined || !end.connected) {
@@ -291,8 +297,7 @@ export class KubernetesSource implements DiscoverySource {
       // A clean end (the server's watch timeout, or silence past the client's): resume from
       // the last resourceVersion, which loses nothing. Only a server that ends watches at
       // once, again and again, earns a delay.
-      if (end.events > 0 || end.durationMs >= 1000) {
-        failures = 0;
+      if (healthy) {
         this.log.debug({ resource_version: resourceVersion, events: end.events }, "kubernetes watch ended; resuming");
       } else {
         await this.sleep(this.delayFor(++failures));

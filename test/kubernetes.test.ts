@@ -1,0 +1,327 @@
+// End-to-end: the real gobalancer process discovering backends from EndpointSlices served by
+// a faithful stand-in for the Kubernetes API server (test/k8s/apiserver.ts), reached by the
+// real client library through a kubeconfig (KUBECONFIG). Backends are real servers on
+// 127.0.0.x (Linux routes all of 127/8 to lo) and [::1], all on one port as pods are.
+import assert from "node:assert/strict";
+import type net from "node:net";
+import { afterEach, describe, it } from "node:test";
+import { FakeApiServer, type EndpointInput, type SliceInput } from "./k8s/apiserver.ts";
+import { cleanup, connect, request, startBalancer, startServer, tempDir, waitFor, type BalancerProcess, type TestServer } from "./harness.ts";
+
+const fakes: FakeApiServer[] = [];
+afterEach(async () => {
+  await cleanup();
+  await Promise.all(fakes.splice(0).map((f) => f.stop()));
+});
+
+async function startApiServer(): Promise<FakeApiServer> {
+  const fake = new FakeApiServer();
+  await fake.start();
+  fakes.push(fake);
+  return fake;
+}
+
+/** gobalancer with `discovery.type: kubernetes`, pointed at `fake` through KUBECONFIG. */
+function startK8sBalancer(fake: FakeApiServer, kubernetes: Record<string, unknown>, opts: { noWait?: boolean } = {}): Promise<BalancerProcess> {
+  const dir = tempDir();
+  return startBalancer(
+    { discovery: { type: "kubernetes", kubernetes: { namespace: "default", ...kubernetes } } },
+    { dir, env: { KUBECONFIG: fake.writeKubeconfig(dir) }, noWait: opts.noWait },
+  );
+}
+
+/**
+ * Backends on several loopback addresses sharing one port, like a Service's pods. Each
+ * greets with its address on a line, then echoes, so a client learns where it landed.
+ */
+async function pods(hosts: string[]): Promise<{ port: number; servers: Map<string, TestServer> }> {
+  const greet = (name: string) => (socket: net.Socket) => {
+    socket.write(`${name}\n`);
+    socket.pipe(socket);
+  };
+  for (let attempt = 0; ; attempt++) {
+    const first = await startServer(greet(hosts[0]!), 0, hosts[0]!);
+    const servers = new Map([[hosts[0]!, first]]);
+    try {
+      for (const host of hosts.slice(1)) servers.set(host, await startServer(greet(host), first.port, host));
+      return { port: first.port, servers };
+    } catch (err) {
+      // That port was taken on another loopback address: try another.
+      await Promise.all([...servers.values()].map((s) => s.close()));
+      if (attempt === 5) throw err;
+    }
+  }
+}
+
+const ready = (address: string): EndpointInput => ({ address, ready: true, serving: true, terminating: false });
+const notReady = (address: string): EndpointInput => ({ address, ready: false, serving: false, terminating: false });
+const terminating = (address: string): EndpointInput => ({ address, ready: false, serving: true, terminating: true });
+const slice = (name: string, endpoints: EndpointInput[], ports: SliceInput["ports"], extra: Partial<SliceInput> = {}): SliceInput => ({
+  name,
+  service: "web",
+  endpoints,
+  ports,
+  ...extra,
+});
+
+/** The pool as the balancer's log lines tell it: backend → status. */
+function pool(lb: BalancerProcess): Map<string, string> {
+  const state = new Map<string, string>();
+  for (const l of lb.logs) {
+    const backend = l.backend as string | undefined;
+    if (l.msg === "backend added") state.set(backend!, String(l.status));
+    else if (l.msg === "backend removed") state.delete(backend!);
+    else if (l.msg === "backend state changed") state.set(backend!, String(l.to));
+  }
+  return state;
+}
+
+/** Waits until the pool is exactly `expected` (address → status). */
+async function poolIs(lb: BalancerProcess, expected: Record<string, string>, timeoutMs = 5000): Promise<void> {
+  const want = JSON.stringify(Object.entries(expected).sort());
+  await waitFor(() => JSON.stringify([...pool(lb)].sort()) === want, timeoutMs, `pool ${want}; have ${JSON.stringify([...pool(lb)])}`);
+}
+
+/** Where `n` new connections land, in order. */
+async function landings(lb: BalancerProcess, n: number): Promise<string[]> {
+  const seen: string[] = [];
+  for (let i = 0; i < n; i++) seen.push((await request(lb.port, "")).trim());
+  return seen;
+}
+
+const watches = (fake: FakeApiServer) => fake.requests.filter((r) => r.verb === "watch");
+const lists = (fake: FakeApiServer) => fake.requests.filter((r) => r.verb === "list");
+
+describe("kubernetes discovery", () => {
+  it("starts with the ready endpoints of the Service, and traffic reaches each", async () => {
+    const fake = await startApiServer();
+    const { port } = await pods(["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+    fake.put(slice("web-abc", [ready("127.0.0.2"), ready("127.0.0.3"), notReady("127.0.0.4")], [{ name: "", port }]));
+    // Another Service's slice in the namespace, and this one's name in another namespace.
+    fake.put({ ...slice("api-xyz", [ready("127.0.0.9")], [{ port }]), service: "api" });
+    fake.put(slice("web-other-ns", [ready("127.0.0.8")], [{ port }], { namespace: "staging" }));
+
+    const lb = await startK8sBalancer(fake, { service: "web" });
+    await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up" });
+    assert.equal(lb.logs.find((l) => l.msg === "gobalancer started")?.backends, 2, "backends known before traffic is accepted");
+    const added = lb.logs.filter((l) => l.msg === "backend added");
+    assert.ok(added.every((l) => l.source === "kubernetes"), JSON.stringify(added));
+    assert.deepEqual([...new Set(await landings(lb, 6))].sort(), ["127.0.0.2", "127.0.0.3"]);
+    // What the client asked: a list by label, then a watch from that list's resourceVersion.
+    assert.equal(lists(fake)[0]?.query.labelSelector, "kubernetes.io/service-name=web");
+    await waitFor(() => watches(fake).length > 0, 5000, "a watch");
+    assert.equal(watches(fake)[0]!.query.resourceVersion, "1003");
+    assert.equal(watches(fake)[0]!.query.allowWatchBookmarks, "true");
+  });
+
+  it("follows scale up, scale down, an endpoint turning not ready, and slices coming and going", async () => {
+    const fake = await startApiServer();
+    const { port } = await pods(["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]);
+    const ports = [{ name: "http", port }];
+    fake.put(slice("web-a", [ready("127.0.0.2")], ports));
+    const lb = await startK8sBalancer(fake, { service: "web" });
+    await poolIs(lb, { [`127.0.0.2:${port}`]: "up" });
+
+    fake.put(slice("web-a", [ready("127.0.0.2"), ready("127.0.0.3"), ready("127.0.0.4")], ports)); // scale up
+    await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up", [`127.0.0.4:${port}`]: "up" });
+    assert.deepEqual([...new Set(await landings(lb, 6))].sort(), ["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+
+    fake.put(slice("web-a", [ready("127.0.0.2"), ready("127.0.0.3")], ports)); // scale down
+    await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up" });
+
+    fake.put(slice("web-a", [ready("127.0.0.2"), notReady("127.0.0.3")], ports)); // readiness probe fails
+    await poolIs(lb, { [`127.0.0.2:${port}`]: "up" });
+    assert.deepEqual(new Set(await landings(lb, 4)), new Set(["127.0.0.2"]));
+
+    fake.put(slice("web-b", [ready("127.0.0.5")], ports)); // a second slice appears
+    await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.5:${port}`]: "up" });
+    fake.remove("web-a"); // and the first is deleted
+    await poolIs(lb, { [`127.0.0.5:${port}`]: "up" });
+    assert.deepEqual(new Set(await landings(lb, 4)), new Set(["127.0.0.5"]));
+  });
+
+  it("drains a terminating endpoint: its open connection finishes, new ones go elsewhere", async () => {
+    const fake = await startApiServer();
+    const { port } = await pods(["127.0.0.2", "127.0.0.3"]);
+    const ports = [{ name: "http", port }];
+    fake.put(slice("web-a", [ready("127.0.0.2"), ready("127.0.0.3")], ports));
+    const lb = await startK8sBalancer(fake, { service: "web" });
+    await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up" });
+
+    // An open connection on 127.0.0.2 (round robin: one of the first two lands there).
+    let open: net.Socket | undefined;
+    let received = "";
+    for (let i = 0; i < 2 && !open; i++) {
+      const socket = await connect(lb.port);
+      socket.setEncoding("utf8");
+      let greeting = "";
+      socket.on("data", (d: string) => (greeting += d));
+      await waitFor(() => greeting.includes("\n"), 5000, "greeting");
+      if (greeting === "127.0.0.2\n") {
+        open = socket;
+        socket.removeAllListeners("data");
+        socket.on("data", (d: string) => (received += d));
+      } else socket.destroy();
+    }
+    assert.ok(open, "a connection to 127.0.0.2");
+    const ended = new Promise<void>((resolve) => open.once("end", resolve));
+
+    fake.put(slice("web-a", [terminating("127.0.0.2"), ready("127.0.0.3")], ports));
+    await poolIs(lb, { [`127.0.0.2:${port}`]: "draining", [`127.0.0.3:${port}`]: "up" });
+    assert.deepEqual(new Set(await landings(lb, 6)), new Set(["127.0.0.3"]), "no new connection to the draining endpoint");
+    open.write("still here");
+    await waitFor(() => received === "still here", 5000, "echo on the draining connection");
+    open.end();
+    await ended; // finished normally: the backend's FIN came through
+
+    fake.put(slice("web-a", [ready("127.0.0.3")], ports)); // the pod is gone
+    await poolIs(lb, { [`127.0.0.3:${port}`]: "up" });
+  });
+
+  it("resumes a watch the server ended from its last resourceVersion, losing nothing", async () => {
+    const fake = await startApiServer();
+    const { port } = await pods(["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+    const ports = [{ name: "http", port }];
+    fake.put(slice("web-a", [ready("127.0.0.2")], ports));
+    const lb = await startK8sBalancer(fake, { service: "web" });
+    await waitFor(() => fake.openWatches === 1, 5000, "a watch");
+    fake.put(slice("web-a", [ready("127.0.0.2"), ready("127.0.0.3")], ports));
+    await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up" });
+    fake.put({ ...slice("api-x", [ready("127.0.0.9")], ports), service: "api" }); // moves the resourceVersion only
+    fake.bookmark();
+    const bookmarkRv = fake.resourceVersion;
+
+    // The server's watch timeout, and a change made while no watch is open.
+    fake.closeWatches();
+    fake.put(slice("web-a", [ready("127.0.0.3"), ready("127.0.0.4")], ports));
+    await poolIs(lb, { [`127.0.0.3:${port}`]: "up", [`127.0.0.4:${port}`]: "up" });
+    assert.equal(lists(fake).length, 1, "resumed by watching, not by listing again");
+    assert.equal(watches(fake)[1]?.query.resourceVersion, bookmarkRv, "resumed from the bookmark's resourceVersion");
+    assert.ok(!lb.logs.some((l) => l.msg === "kubernetes watch failed"), "a server-side close is not a failure");
+  });
+
+  for (const mode of ["event", "http"] as const) {
+    it(`re-lists when the watch's resourceVersion is gone (410 ${mode === "event" ? "ERROR event" : "HTTP status"})`, async () => {
+      const fake = await startApiServer();
+      fake.tooOld = mode;
+      const { port } = await pods(["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+      const ports = [{ name: "http", port }];
+      fake.put(slice("web-a", [ready("127.0.0.2")], ports));
+      fake.put(slice("web-b", [ready("127.0.0.3")], ports));
+      const lb = await startK8sBalancer(fake, { service: "web" });
+      await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up" });
+      await waitFor(() => fake.openWatches === 1, 5000, "a watch");
+
+      // Changes while no watch is open, then the history is compacted away.
+      fake.closeWatches();
+      fake.remove("web-a");
+      fake.put(slice("web-c", [ready("127.0.0.4")], ports));
+      fake.compact();
+      await poolIs(lb, { [`127.0.0.3:${port}`]: "up", [`127.0.0.4:${port}`]: "up" });
+      assert.equal(lists(fake).length, 2, "listed again");
+      assert.ok(lb.logs.some((l) => l.msg === "kubernetes watch expired; re-listing"));
+      const refused = watches(fake).find((w) => w.status === (mode === "http" ? 410 : 200) && w.query.resourceVersion === "1002");
+      assert.ok(refused, JSON.stringify(fake.requests));
+      await waitFor(() => watches(fake).at(-1)?.query.resourceVersion === fake.resourceVersion, 5000, "a watch from the new list");
+      assert.deepEqual([...new Set(await landings(lb, 4))].sort(), ["127.0.0.3", "127.0.0.4"]);
+    });
+  }
+
+  it("starts while the API server is down, catches up when it is back, and keeps serving while it is away", async () => {
+    const fake = await startApiServer();
+    const { port } = await pods(["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+    const ports = [{ name: "http", port }];
+    fake.put(slice("web-a", [ready("127.0.0.2"), ready("127.0.0.3")], ports));
+    await fake.stop();
+
+    const lb = await startK8sBalancer(fake, { service: "web" });
+    assert.equal(lb.logs.find((l) => l.msg === "gobalancer started")?.backends, 0);
+    await lb.waitForLog((l) => l.msg === "kubernetes list failed" && /ECONNREFUSED/.test(String(l.err)));
+    await fake.start();
+    await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up" }, 10_000);
+    await waitFor(() => fake.openWatches === 1, 5000, "a watch");
+
+    // The API server goes away: the backends already known keep serving.
+    await fake.stop();
+    await lb.waitForLog((l) => l.msg === "kubernetes watch failed");
+    assert.deepEqual([...new Set(await landings(lb, 6))].sort(), ["127.0.0.2", "127.0.0.3"]);
+    assert.equal(pool(lb).size, 2);
+
+    // Changes made meanwhile arrive when it is back; nothing stale is left.
+    fake.put(slice("web-a", [ready("127.0.0.3"), ready("127.0.0.4")], ports));
+    await fake.start();
+    await poolIs(lb, { [`127.0.0.3:${port}`]: "up", [`127.0.0.4:${port}`]: "up" }, 10_000);
+    assert.deepEqual([...new Set(await landings(lb, 4))].sort(), ["127.0.0.3", "127.0.0.4"]);
+  });
+
+  it("selects the port by name or number", async () => {
+    const fake = await startApiServer();
+    const http = await pods(["127.0.0.2", "127.0.0.3"]);
+    const metrics = await startServer((s) => s.end("metrics\n"), 0, "127.0.0.2");
+    fake.put(slice("web-a", [ready("127.0.0.2"), ready("127.0.0.3")], [{ name: "metrics", port: metrics.port }, { name: "http", port: http.port }]));
+
+    const [byName, byNumber] = await Promise.all([
+      startK8sBalancer(fake, { service: "web", port: "http" }),
+      startK8sBalancer(fake, { service: "web", port: http.port }),
+    ]);
+    for (const lb of [byName!, byNumber!]) {
+      await poolIs(lb, { [`127.0.0.2:${http.port}`]: "up", [`127.0.0.3:${http.port}`]: "up" });
+      assert.deepEqual([...new Set(await landings(lb, 4))].sort(), ["127.0.0.2", "127.0.0.3"]);
+    }
+  });
+
+  it("ignores, with one warning, a slice without the port, an FQDN slice, and an ambiguous one", async () => {
+    const fake = await startApiServer();
+    const { port } = await pods(["127.0.0.2", "127.0.0.3"]);
+    fake.put(slice("web-a", [ready("127.0.0.2")], [{ name: "http", port }]));
+    fake.put(slice("web-b", [ready("127.0.0.3")], [{ name: "metrics", port: port + 1 }]));
+    fake.put(slice("web-f", [ready("web.example.com")], [{ name: "http", port }], { addressType: "FQDN" }));
+    const lb = await startK8sBalancer(fake, { service: "web", port: "http" });
+    await poolIs(lb, { [`127.0.0.2:${port}`]: "up" });
+    // More events touching the broken slices do not repeat the warning.
+    fake.put(slice("web-b", [ready("127.0.0.3"), ready("127.0.0.4")], [{ name: "metrics", port: port + 1 }]));
+    fake.put(slice("web-a", [ready("127.0.0.2"), ready("127.0.0.3")], [{ name: "http", port }]));
+    await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up" });
+    const warnings = (name: string) => lb.logs.filter((l) => l.slice === name && l.level === 40);
+    assert.equal(warnings("web-b").length, 1, JSON.stringify(lb.logs.filter((l) => l.level === 40)));
+    assert.match(warnings("web-b")[0]!.msg, /no TCP port named http/);
+    assert.equal(warnings("web-f").length, 1);
+    assert.match(warnings("web-f")[0]!.msg, /FQDN/);
+    assert.equal(warnings("web-a").length, 0);
+
+    // With no port configured, a slice with several ports is ambiguous: said once, clearly.
+    fake.put({ ...slice("multi-a", [ready("127.0.0.2")], [{ name: "http", port }, { name: "admin", port: port + 1 }]), service: "multi" });
+    const ambiguous = await startK8sBalancer(fake, { service: "multi" });
+    await ambiguous.waitForLog((l) => l.slice === "multi-a" && /several TCP ports/.test(l.msg) && /discovery\.kubernetes\.port/.test(l.msg));
+    assert.equal(pool(ambiguous).size, 0);
+  });
+
+  it("serves IPv6 endpoints", async () => {
+    const fake = await startApiServer();
+    const v6 = await startServer((s) => s.end("v6\n"), 0, "::1");
+    const v4 = await startServer((s) => s.end("v4\n"), v6.port, "127.0.0.2").catch(() => undefined);
+    fake.put(slice("web-v6", [ready("::1")], [{ name: "http", port: v6.port }], { addressType: "IPv6" }));
+    if (v4) fake.put(slice("web-v4", [ready("127.0.0.2")], [{ name: "http", port: v6.port }]));
+    const lb = await startK8sBalancer(fake, { service: "web" });
+    await poolIs(lb, { [`[::1]:${v6.port}`]: "up", ...(v4 ? { [`127.0.0.2:${v6.port}`]: "up" } : {}) });
+    assert.deepEqual([...new Set(await landings(lb, 4))].sort(), v4 ? ["v4", "v6"] : ["v6"]);
+  });
+
+  it("refuses to start without cluster credentials, in one clear line", async () => {
+    const cases = [
+      { env: (dir: string) => ({ KUBECONFIG: `${dir}/missing-kubeconfig` }), message: /kubernetes discovery: cannot load kubeconfig: .*missing-kubeconfig/ },
+      // Not in a pod, no KUBECONFIG, no ~/.kube/config: client-node would fall back to an
+      // unauthenticated localhost:8080, which we refuse rather than talk to whatever is there.
+      { env: (dir: string) => ({ KUBECONFIG: "", HOME: dir }), message: /kubernetes discovery: no cluster credentials/ },
+    ];
+    for (const c of cases) {
+      const dir = tempDir();
+      const lb = await startBalancer({ discovery: { type: "kubernetes", kubernetes: { service: "web" } } }, { dir, env: c.env(dir), noWait: true });
+      assert.equal((await lb.exited).code, 1);
+      const errors = lb.logs.filter((l) => l.level === 50);
+      assert.equal(errors.length, 1, JSON.stringify(lb.logs));
+      assert.match(errors[0]!.msg, c.message);
+      assert.deepEqual(lb.otherOutput, []);
+    }
+  });
+});
