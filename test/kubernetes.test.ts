@@ -4,15 +4,19 @@
 // 127.0.0.x (Linux routes all of 127/8 to lo) and [::1], all on one port as pods are.
 import assert from "node:assert/strict";
 import type net from "node:net";
-import { afterEach, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { FakeApiServer, type EndpointInput, type SliceInput } from "./k8s/apiserver.ts";
 import { cleanup, connect, request, startBalancer, startServer, tempDir, waitFor, type BalancerProcess, type TestServer } from "./harness.ts";
 
 const fakes: FakeApiServer[] = [];
-afterEach(async () => {
+/**
+ * Stops everything a test started. Registered per test with t.after (not afterEach, which
+ * would also run between the steps of a test, and stop what the next step needs).
+ */
+async function stopAll(): Promise<void> {
   await cleanup();
   await Promise.all(fakes.splice(0).map((f) => f.stop()));
-});
+}
 
 async function startApiServer(): Promise<FakeApiServer> {
   const fake = new FakeApiServer();
@@ -93,54 +97,55 @@ const watches = (fake: FakeApiServer) => fake.requests.filter((r) => r.verb === 
 const lists = (fake: FakeApiServer) => fake.requests.filter((r) => r.verb === "list");
 
 describe("kubernetes discovery", () => {
-  it("starts with the ready endpoints of the Service, and traffic reaches each", async () => {
-    const fake = await startApiServer();
-    const { port } = await pods(["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
-    fake.put(slice("web-abc", [ready("127.0.0.2"), ready("127.0.0.3"), notReady("127.0.0.4")], [{ name: "", port }]));
-    // Another Service's slice in the namespace, and this one's name in another namespace.
-    fake.put({ ...slice("api-xyz", [ready("127.0.0.9")], [{ port }]), service: "api" });
-    fake.put(slice("web-other-ns", [ready("127.0.0.8")], [{ port }], { namespace: "staging" }));
-
-    const lb = await startK8sBalancer(fake, { service: "web" });
-    await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up" });
-    assert.equal(lb.logs.find((l) => l.msg === "gobalancer started")?.backends, 2, "backends known before traffic is accepted");
-    const added = lb.logs.filter((l) => l.msg === "backend added");
-    assert.ok(added.every((l) => l.source === "kubernetes"), JSON.stringify(added));
-    assert.deepEqual([...new Set(await landings(lb, 6))].sort(), ["127.0.0.2", "127.0.0.3"]);
-    // What the client asked: a list by label, then a watch from that list's resourceVersion.
-    assert.equal(lists(fake)[0]?.query.labelSelector, "kubernetes.io/service-name=web");
-    await waitFor(() => watches(fake).length > 0, 5000, "a watch");
-    assert.equal(watches(fake)[0]!.query.resourceVersion, "1003");
-    assert.equal(watches(fake)[0]!.query.allowWatchBookmarks, "true");
-  });
-
-  it("follows scale up, scale down, an endpoint turning not ready, and slices coming and going", async () => {
+  it("keeps the pool equal to the Service's ready endpoints through every change", async (t) => {
+    t.after(stopAll);
     const fake = await startApiServer();
     const { port } = await pods(["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]);
-    const ports = [{ name: "http", port }];
-    fake.put(slice("web-a", [ready("127.0.0.2")], ports));
+    const ports = [{ name: "", port }];
+    fake.put(slice("web-a", [ready("127.0.0.2"), ready("127.0.0.3"), notReady("127.0.0.4")], ports));
+    // Another Service's slice in the namespace, and this Service's name in another namespace.
+    fake.put({ ...slice("api-a", [ready("127.0.0.9")], ports), service: "api" });
+    fake.put(slice("web-other-ns", [ready("127.0.0.8")], ports, { namespace: "staging" }));
     const lb = await startK8sBalancer(fake, { service: "web" });
-    await poolIs(lb, { [`127.0.0.2:${port}`]: "up" });
 
-    fake.put(slice("web-a", [ready("127.0.0.2"), ready("127.0.0.3"), ready("127.0.0.4")], ports)); // scale up
-    await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up", [`127.0.0.4:${port}`]: "up" });
-    assert.deepEqual([...new Set(await landings(lb, 6))].sort(), ["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+    await t.test("initial list: the ready endpoints, and traffic reaches each", async () => {
+      await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up" });
+      assert.equal(lb.logs.find((l) => l.msg === "gobalancer started")?.backends, 2, "backends known before traffic is accepted");
+      const added = lb.logs.filter((l) => l.msg === "backend added");
+      assert.ok(added.every((l) => l.source === "kubernetes"), JSON.stringify(added));
+      assert.deepEqual([...new Set(await landings(lb, 6))].sort(), ["127.0.0.2", "127.0.0.3"]);
+      // What the client asked: a list by label, then a watch from that list's resourceVersion.
+      assert.equal(lists(fake)[0]?.query.labelSelector, "kubernetes.io/service-name=web");
+      await waitFor(() => fake.openWatches === 1, 5000, "a watch");
+      assert.equal(watches(fake)[0]!.query.resourceVersion, "1003");
+      assert.equal(watches(fake)[0]!.query.allowWatchBookmarks, "true");
+    });
 
-    fake.put(slice("web-a", [ready("127.0.0.2"), ready("127.0.0.3")], ports)); // scale down
-    await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up" });
+    await t.test("scale up, then down", async () => {
+      fake.put(slice("web-a", [ready("127.0.0.2"), ready("127.0.0.3"), ready("127.0.0.4")], ports));
+      await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up", [`127.0.0.4:${port}`]: "up" });
+      assert.deepEqual([...new Set(await landings(lb, 6))].sort(), ["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+      fake.put(slice("web-a", [ready("127.0.0.2"), ready("127.0.0.3")], ports));
+      await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up" });
+    });
 
-    fake.put(slice("web-a", [ready("127.0.0.2"), notReady("127.0.0.3")], ports)); // readiness probe fails
-    await poolIs(lb, { [`127.0.0.2:${port}`]: "up" });
-    assert.deepEqual(new Set(await landings(lb, 4)), new Set(["127.0.0.2"]));
+    await t.test("an endpoint turning not ready leaves", async () => {
+      fake.put(slice("web-a", [ready("127.0.0.2"), notReady("127.0.0.3")], ports));
+      await poolIs(lb, { [`127.0.0.2:${port}`]: "up" });
+      assert.deepEqual(new Set(await landings(lb, 4)), new Set(["127.0.0.2"]));
+    });
 
-    fake.put(slice("web-b", [ready("127.0.0.5")], ports)); // a second slice appears
-    await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.5:${port}`]: "up" });
-    fake.remove("web-a"); // and the first is deleted
-    await poolIs(lb, { [`127.0.0.5:${port}`]: "up" });
-    assert.deepEqual(new Set(await landings(lb, 4)), new Set(["127.0.0.5"]));
+    await t.test("a second slice appears, and the first is deleted", async () => {
+      fake.put(slice("web-b", [ready("127.0.0.5")], ports));
+      await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.5:${port}`]: "up" });
+      fake.remove("web-a");
+      await poolIs(lb, { [`127.0.0.5:${port}`]: "up" });
+      assert.deepEqual(new Set(await landings(lb, 4)), new Set(["127.0.0.5"]));
+    });
   });
 
-  it("drains a terminating endpoint: its open connection finishes, new ones go elsewhere", async () => {
+  it("drains a terminating endpoint: its open connection finishes, new ones go elsewhere", async (t) => {
+    t.after(stopAll);
     const fake = await startApiServer();
     const { port } = await pods(["127.0.0.2", "127.0.0.3"]);
     const ports = [{ name: "http", port }];
@@ -178,56 +183,57 @@ describe("kubernetes discovery", () => {
     await poolIs(lb, { [`127.0.0.3:${port}`]: "up" });
   });
 
-  it("resumes a watch the server ended from its last resourceVersion, losing nothing", async () => {
+  it("survives the watch ending: resumes without loss, and re-lists on 410 Gone", async (t) => {
+    t.after(stopAll);
     const fake = await startApiServer();
-    const { port } = await pods(["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+    const { port } = await pods(["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]);
     const ports = [{ name: "http", port }];
     fake.put(slice("web-a", [ready("127.0.0.2")], ports));
     const lb = await startK8sBalancer(fake, { service: "web" });
     await waitFor(() => fake.openWatches === 1, 5000, "a watch");
-    fake.put(slice("web-a", [ready("127.0.0.2"), ready("127.0.0.3")], ports));
-    await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up" });
-    fake.put({ ...slice("api-x", [ready("127.0.0.9")], ports), service: "api" }); // moves the resourceVersion only
-    fake.bookmark();
-    const bookmarkRv = fake.resourceVersion;
 
-    // The server's watch timeout, and a change made while no watch is open.
-    fake.closeWatches();
-    fake.put(slice("web-a", [ready("127.0.0.3"), ready("127.0.0.4")], ports));
-    await poolIs(lb, { [`127.0.0.3:${port}`]: "up", [`127.0.0.4:${port}`]: "up" });
-    assert.equal(lists(fake).length, 1, "resumed by watching, not by listing again");
-    assert.equal(watches(fake)[1]?.query.resourceVersion, bookmarkRv, "resumed from the bookmark's resourceVersion");
-    assert.ok(!lb.logs.some((l) => l.msg === "kubernetes watch failed"), "a server-side close is not a failure");
+    await t.test("the server's watch timeout: resumed from the last bookmark, nothing lost", async () => {
+      fake.put(slice("web-a", [ready("127.0.0.2"), ready("127.0.0.3")], ports));
+      await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up" });
+      fake.put({ ...slice("api-x", [ready("127.0.0.9")], ports), service: "api" }); // moves the resourceVersion only
+      fake.bookmark();
+      const bookmarkRv = fake.resourceVersion;
+      // The watch ends, and a change is made while none is open.
+      fake.closeWatches();
+      fake.put(slice("web-a", [ready("127.0.0.3"), ready("127.0.0.4")], ports));
+      await poolIs(lb, { [`127.0.0.3:${port}`]: "up", [`127.0.0.4:${port}`]: "up" });
+      assert.equal(lists(fake).length, 1, "resumed by watching, not by listing again");
+      assert.equal(watches(fake)[1]?.query.resourceVersion, bookmarkRv, "resumed from the bookmark's resourceVersion");
+      assert.ok(!lb.logs.some((l) => l.msg === "kubernetes watch failed"), "a server-side close is not a failure");
+    });
+
+    // Changes while no watch is open, then the history is compacted away: the resumed
+    // watch is refused with 410 and only a new list can tell what was deleted meanwhile.
+    for (const mode of ["event", "http"] as const) {
+      await t.test(`410 Gone as ${mode === "event" ? "an ERROR event" : "an HTTP status"}: re-listed, nothing stale`, async () => {
+        fake.tooOld = mode;
+        await waitFor(() => fake.openWatches === 1, 5000, "a watch");
+        const listsBefore = lists(fake).length;
+        const resumeFrom = fake.resourceVersion;
+        fake.closeWatches();
+        const gone = mode === "event" ? "web-a" : "web-c";
+        fake.remove(gone);
+        fake.put(slice(mode === "event" ? "web-c" : "web-d", [ready(mode === "event" ? "127.0.0.5" : "127.0.0.2")], ports));
+        fake.compact();
+        const expected = mode === "event" ? ["127.0.0.5"] : ["127.0.0.2"];
+        await poolIs(lb, Object.fromEntries(expected.map((h) => [`${h}:${port}`, "up"])));
+        assert.equal(lists(fake).length, listsBefore + 1, "listed again");
+        const refused = watches(fake).find((w) => w.status === (mode === "http" ? 410 : 200) && w.query.resourceVersion === resumeFrom);
+        assert.ok(refused, JSON.stringify(fake.requests.slice(-4)));
+        await waitFor(() => watches(fake).at(-1)?.query.resourceVersion === fake.resourceVersion, 5000, "a watch from the new list");
+        assert.deepEqual([...new Set(await landings(lb, 4))].sort(), expected);
+      });
+    }
+    assert.equal(lb.logs.filter((l) => l.msg === "kubernetes watch expired; re-listing").length, 2);
   });
 
-  for (const mode of ["event", "http"] as const) {
-    it(`re-lists when the watch's resourceVersion is gone (410 ${mode === "event" ? "ERROR event" : "HTTP status"})`, async () => {
-      const fake = await startApiServer();
-      fake.tooOld = mode;
-      const { port } = await pods(["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
-      const ports = [{ name: "http", port }];
-      fake.put(slice("web-a", [ready("127.0.0.2")], ports));
-      fake.put(slice("web-b", [ready("127.0.0.3")], ports));
-      const lb = await startK8sBalancer(fake, { service: "web" });
-      await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up" });
-      await waitFor(() => fake.openWatches === 1, 5000, "a watch");
-
-      // Changes while no watch is open, then the history is compacted away.
-      fake.closeWatches();
-      fake.remove("web-a");
-      fake.put(slice("web-c", [ready("127.0.0.4")], ports));
-      fake.compact();
-      await poolIs(lb, { [`127.0.0.3:${port}`]: "up", [`127.0.0.4:${port}`]: "up" });
-      assert.equal(lists(fake).length, 2, "listed again");
-      assert.ok(lb.logs.some((l) => l.msg === "kubernetes watch expired; re-listing"));
-      const refused = watches(fake).find((w) => w.status === (mode === "http" ? 410 : 200) && w.query.resourceVersion === "1002");
-      assert.ok(refused, JSON.stringify(fake.requests));
-      await waitFor(() => watches(fake).at(-1)?.query.resourceVersion === fake.resourceVersion, 5000, "a watch from the new list");
-      assert.deepEqual([...new Set(await landings(lb, 4))].sort(), ["127.0.0.3", "127.0.0.4"]);
-    });
-  }
-
-  it("starts while the API server is down, catches up when it is back, and keeps serving while it is away", async () => {
+  it("starts while the API server is down or forbids it, catches up when it can, and keeps serving while it is away", async (t) => {
+    t.after(stopAll);
     const fake = await startApiServer();
     const { port } = await pods(["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
     const ports = [{ name: "http", port }];
@@ -237,7 +243,11 @@ describe("kubernetes discovery", () => {
     const lb = await startK8sBalancer(fake, { service: "web" });
     assert.equal(lb.logs.find((l) => l.msg === "gobalancer started")?.backends, 0);
     await lb.waitForLog((l) => l.msg === "kubernetes list failed" && /ECONNREFUSED/.test(String(l.err)));
+    // Up, but the Role is not bound yet: the log says exactly what is missing.
+    fake.forbidden = true;
     await fake.start();
+    await lb.waitForLog((l) => l.msg === "kubernetes list failed" && /^HTTP 403: .*cannot list resource "endpointslices"/.test(String(l.err)), 10_000);
+    fake.forbidden = false;
     await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up" }, 10_000);
     await waitFor(() => fake.openWatches === 1, 5000, "a watch");
 
@@ -254,60 +264,59 @@ describe("kubernetes discovery", () => {
     assert.deepEqual([...new Set(await landings(lb, 4))].sort(), ["127.0.0.3", "127.0.0.4"]);
   });
 
-  it("selects the port by name or number", async () => {
+  it("selects the named port; a slice without it, or an FQDN slice, is ignored with one warning", async (t) => {
+    t.after(stopAll);
     const fake = await startApiServer();
-    const http = await pods(["127.0.0.2", "127.0.0.3"]);
+    const http = await pods(["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
     const metrics = await startServer((s) => s.end("metrics\n"), 0, "127.0.0.2");
-    fake.put(slice("web-a", [ready("127.0.0.2"), ready("127.0.0.3")], [{ name: "metrics", port: metrics.port }, { name: "http", port: http.port }]));
-
-    const [byName, byNumber] = await Promise.all([
-      startK8sBalancer(fake, { service: "web", port: "http" }),
-      startK8sBalancer(fake, { service: "web", port: http.port }),
-    ]);
-    for (const lb of [byName!, byNumber!]) {
-      await poolIs(lb, { [`127.0.0.2:${http.port}`]: "up", [`127.0.0.3:${http.port}`]: "up" });
-      assert.deepEqual([...new Set(await landings(lb, 4))].sort(), ["127.0.0.2", "127.0.0.3"]);
-    }
-  });
-
-  it("ignores, with one warning, a slice without the port, an FQDN slice, and an ambiguous one", async () => {
-    const fake = await startApiServer();
-    const { port } = await pods(["127.0.0.2", "127.0.0.3"]);
-    fake.put(slice("web-a", [ready("127.0.0.2")], [{ name: "http", port }]));
-    fake.put(slice("web-b", [ready("127.0.0.3")], [{ name: "metrics", port: port + 1 }]));
-    fake.put(slice("web-f", [ready("web.example.com")], [{ name: "http", port }], { addressType: "FQDN" }));
+    const both = [{ name: "metrics", port: metrics.port }, { name: "http", port: http.port }];
+    fake.put(slice("web-a", [ready("127.0.0.2")], both));
+    fake.put(slice("web-b", [ready("127.0.0.3")], [{ name: "metrics", port: metrics.port }]));
+    fake.put(slice("web-f", [ready("web.example.com")], both, { addressType: "FQDN" }));
     const lb = await startK8sBalancer(fake, { service: "web", port: "http" });
-    await poolIs(lb, { [`127.0.0.2:${port}`]: "up" });
+    await poolIs(lb, { [`127.0.0.2:${http.port}`]: "up" });
+    assert.deepEqual(new Set(await landings(lb, 3)), new Set(["127.0.0.2"]));
+
     // More events touching the broken slices do not repeat the warning.
-    fake.put(slice("web-b", [ready("127.0.0.3"), ready("127.0.0.4")], [{ name: "metrics", port: port + 1 }]));
-    fake.put(slice("web-a", [ready("127.0.0.2"), ready("127.0.0.3")], [{ name: "http", port }]));
-    await poolIs(lb, { [`127.0.0.2:${port}`]: "up", [`127.0.0.3:${port}`]: "up" });
+    fake.put(slice("web-b", [ready("127.0.0.3"), ready("127.0.0.4")], [{ name: "metrics", port: metrics.port }]));
+    fake.put(slice("web-a", [ready("127.0.0.2"), ready("127.0.0.3")], both));
+    await poolIs(lb, { [`127.0.0.2:${http.port}`]: "up", [`127.0.0.3:${http.port}`]: "up" });
     const warnings = (name: string) => lb.logs.filter((l) => l.slice === name && l.level === 40);
     assert.equal(warnings("web-b").length, 1, JSON.stringify(lb.logs.filter((l) => l.level === 40)));
-    assert.match(warnings("web-b")[0]!.msg, /no TCP port named http/);
+    assert.match(warnings("web-b")[0]!.msg, /endpointslice ignored: has no TCP port named http \(ports: metrics=\d+\)/);
     assert.equal(warnings("web-f").length, 1);
     assert.match(warnings("web-f")[0]!.msg, /FQDN/);
     assert.equal(warnings("web-a").length, 0);
-
-    // With no port configured, a slice with several ports is ambiguous: said once, clearly.
-    fake.put({ ...slice("multi-a", [ready("127.0.0.2")], [{ name: "http", port }, { name: "admin", port: port + 1 }]), service: "multi" });
-    const ambiguous = await startK8sBalancer(fake, { service: "multi" });
-    await ambiguous.waitForLog((l) => l.slice === "multi-a" && /several TCP ports/.test(l.msg) && /discovery\.kubernetes\.port/.test(l.msg));
-    assert.equal(pool(ambiguous).size, 0);
+    // Fixed, it contributes.
+    fake.put(slice("web-b", [ready("127.0.0.4")], both));
+    await poolIs(lb, { [`127.0.0.2:${http.port}`]: "up", [`127.0.0.3:${http.port}`]: "up", [`127.0.0.4:${http.port}`]: "up" });
   });
 
-  it("serves IPv6 endpoints", async () => {
+  it("serves IPv6 endpoints, beside IPv4 ones (a dual-stack Service)", async (t) => {
+    t.after(stopAll);
     const fake = await startApiServer();
-    const v6 = await startServer((s) => s.end("v6\n"), 0, "::1");
-    const v4 = await startServer((s) => s.end("v4\n"), v6.port, "127.0.0.2").catch(() => undefined);
-    fake.put(slice("web-v6", [ready("::1")], [{ name: "http", port: v6.port }], { addressType: "IPv6" }));
-    if (v4) fake.put(slice("web-v4", [ready("127.0.0.2")], [{ name: "http", port: v6.port }]));
+    let v6: TestServer | undefined;
+    let v4: TestServer | undefined;
+    for (let attempt = 0; !v4; attempt++) {
+      v6 = await startServer((s) => s.end("v6\n"), 0, "::1");
+      v4 = await startServer((s) => s.end("v4\n"), v6.port, "127.0.0.2").catch(async (err: unknown) => {
+        await v6!.close();
+        if (attempt === 5) throw err;
+        return undefined;
+      });
+    }
+    const port = v6!.port;
+    fake.put(slice("web-v6", [ready("::1")], [{ name: "http", port }], { addressType: "IPv6" }));
+    fake.put(slice("web-v4", [ready("127.0.0.2")], [{ name: "http", port }]));
     const lb = await startK8sBalancer(fake, { service: "web" });
-    await poolIs(lb, { [`[::1]:${v6.port}`]: "up", ...(v4 ? { [`127.0.0.2:${v6.port}`]: "up" } : {}) });
-    assert.deepEqual([...new Set(await landings(lb, 4))].sort(), v4 ? ["v4", "v6"] : ["v6"]);
+    await poolIs(lb, { [`[::1]:${port}`]: "up", [`127.0.0.2:${port}`]: "up" });
+    assert.deepEqual([...new Set(await landings(lb, 4))].sort(), ["v4", "v6"]);
+    fake.put(slice("web-v6", [notReady("::1")], [{ name: "http", port }], { addressType: "IPv6" }));
+    await poolIs(lb, { [`127.0.0.2:${port}`]: "up" });
   });
 
-  it("refuses to start without cluster credentials, in one clear line", async () => {
+  it("refuses to start without cluster credentials, in one clear line", async (t) => {
+    t.after(stopAll);
     const cases = [
       { env: (dir: string) => ({ KUBECONFIG: `${dir}/missing-kubeconfig` }), message: /kubernetes discovery: cannot load kubeconfig: .*missing-kubeconfig/ },
       // Not in a pod, no KUBECONFIG, no ~/.kube/config: client-node would fall back to an

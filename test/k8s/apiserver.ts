@@ -86,6 +86,8 @@ export class FakeApiServer {
   readonly requests: SeenRequest[] = [];
   /** How a watch from a compacted resourceVersion is refused. */
   tooOld: "event" | "http" = "event";
+  /** Answer 403 as RBAC does when the service account lacks the verb. */
+  forbidden = false;
   /** The server's own cap on a watch's length (the real one's is min-request-timeout). */
   maxWatchSeconds = 1800;
 
@@ -234,6 +236,13 @@ export class FakeApiServer {
     if (!match) return reply(404, status(404, "NotFound", "the server could not find the requested resource"));
     if (req.method !== "GET") return reply(405, status(405, "MethodNotAllowed", `the server does not allow this method on the requested resource`));
     const namespace = seen.namespace;
+    if (this.forbidden) {
+      const verb = query.watch === "true" || query.watch === "1" ? "watch" : "list";
+      return reply(
+        403,
+        status(403, "Forbidden", `endpointslices.discovery.k8s.io is forbidden: User "system:serviceaccount:default:gobalancer" cannot ${verb} resource "endpointslices" in API group "discovery.k8s.io" in the namespace "${namespace}"`),
+      );
+    }
     let selector: Selector;
     try {
       selector = parseSelector(query.labelSelector ?? "");
