@@ -107,6 +107,8 @@ export interface StartOptions {
   dir?: string;
   /** Run with this RLIMIT_NOFILE (soft and hard), through prlimit. */
   nofile?: number;
+  /** How long to wait for "gobalancer started"; default 15 s. */
+  startTimeoutMs?: number;
 }
 
 /**
@@ -138,7 +140,7 @@ export async function startBalancer(config: Record<string, unknown> | string, op
   track(() => balancer.stop(1000).then(() => undefined));
   if (opts.noWait) return balancer;
   const started = await Promise.race([
-    balancer.waitForLog((l) => l.msg === "gobalancer started", 15_000, "gobalancer started"),
+    balancer.waitForLog((l) => l.msg === "gobalancer started", opts.startTimeoutMs ?? 15_000, "gobalancer started"),
     balancer.exited.then((e) => {
       throw new Error(`gobalancer exited early (${JSON.stringify(e)}): ${JSON.stringify(balancer.logs.slice(-3))} ${balancer.otherOutput.join("\n")}`);
     }),

@@ -30,7 +30,8 @@ function startK8sBalancer(fake: FakeApiServer, kubernetes: Record<string, unknow
   const dir = tempDir();
   return startBalancer(
     { discovery: { type: "kubernetes", kubernetes: { namespace: "default", ...kubernetes } } },
-    { dir, env: { KUBECONFIG: fake.writeKubeconfig(dir) }, noWait: opts.noWait },
+    // Importing client-node costs about a CPU-second, which a busy machine can stretch far.
+    { dir, env: { KUBECONFIG: fake.writeKubeconfig(dir) }, noWait: opts.noWait, startTimeoutMs: 60_000 },
   );
 }
 
@@ -315,22 +316,17 @@ describe("kubernetes discovery", () => {
     await poolIs(lb, { [`127.0.0.2:${port}`]: "up" });
   });
 
-  it("refuses to start without cluster credentials, in one clear line", async (t) => {
+  it("refuses to start with an unreadable kubeconfig, in one clear line", async (t) => {
     t.after(stopAll);
-    const cases = [
-      { env: (dir: string) => ({ KUBECONFIG: `${dir}/missing-kubeconfig` }), message: /kubernetes discovery: cannot load kubeconfig: .*missing-kubeconfig/ },
-      // Not in a pod, no KUBECONFIG, no ~/.kube/config: client-node would fall back to an
-      // unauthenticated localhost:8080, which we refuse rather than talk to whatever is there.
-      { env: (dir: string) => ({ KUBECONFIG: "", HOME: dir }), message: /kubernetes discovery: no cluster credentials/ },
-    ];
-    for (const c of cases) {
-      const dir = tempDir();
-      const lb = await startBalancer({ discovery: { type: "kubernetes", kubernetes: { service: "web" } } }, { dir, env: c.env(dir), noWait: true });
-      assert.equal((await lb.exited).code, 1);
-      const errors = lb.logs.filter((l) => l.level === 50);
-      assert.equal(errors.length, 1, JSON.stringify(lb.logs));
-      assert.match(errors[0]!.msg, c.message);
-      assert.deepEqual(lb.otherOutput, []);
-    }
+    const dir = tempDir();
+    const lb = await startBalancer(
+      { discovery: { type: "kubernetes", kubernetes: { service: "web" } } },
+      { dir, env: { KUBECONFIG: `${dir}/missing-kubeconfig` }, noWait: true },
+    );
+    assert.equal((await lb.exited).code, 1);
+    const errors = lb.logs.filter((l) => l.level === 50);
+    assert.equal(errors.length, 1, JSON.stringify(lb.logs));
+    assert.match(errors[0]!.msg, /^start failed: kubernetes discovery: cannot load kubeconfig: .*missing-kubeconfig/);
+    assert.deepEqual(lb.otherOutput, []);
   });
 });

@@ -86,6 +86,8 @@ export class FakeApiServer {
   readonly requests: SeenRequest[] = [];
   /** How a watch from a compacted resourceVersion is refused. */
   tooOld: "event" | "http" = "event";
+  /** Accept requests and never answer them, like an API server that is wedged. */
+  hang = false;
   /** Answer 403 as RBAC does when the service account lacks the verb. */
   forbidden = false;
   /** The server's own cap on a watch's length (the real one's is min-request-timeout). */
@@ -232,6 +234,7 @@ export class FakeApiServer {
       res.end(JSON.stringify(body) + "\n");
     };
 
+    if (this.hang) return;
     if (req.headers.authorization !== `Bearer ${this.token}`) return reply(401, status(401, "Unauthorized", "Unauthorized"));
     if (!match) return reply(404, status(404, "NotFound", "the server could not find the requested resource"));
     if (req.method !== "GET") return reply(405, status(405, "MethodNotAllowed", `the server does not allow this method on the requested resource`));
