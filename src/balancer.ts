@@ -1,6 +1,10 @@
 import type { AddressInfo } from "node:net";
 import { availableParallelism } from "node:os";
 import type { Logger } from "pino";
+import { exposureProblem } from "./api/auth.ts";
+import { BackendChanges } from "./api/changes.ts";
+import { ApiServer } from "./api/server.ts";
+import { StateFile } from "./api/state-file.ts";
 import type { Config } from "./config/schema.ts";
 import { StaticSource } from "./discovery/static.ts";
 import type { DiscoverySource } from "./discovery/source.ts";
@@ -24,6 +28,8 @@ export class Balancer {
   private readonly threads: number;
   private readonly health: HealthMonitor;
   private readonly sources: DiscoverySource[] = [];
+  private readonly changes: BackendChanges;
+  private readonly api: ApiServer;
   private listening: AddressInfo | undefined;
   private shuttingDown = false;
 
@@ -69,6 +75,17 @@ export class Balancer {
             onThreadCrash: (err) => onFatal(new Error(`data-plane thread crashed: ${err.message}`, { cause: err })),
           });
     this.pool.onSnapshot((snapshot) => this.dataPlane.setSnapshot(snapshot));
+    const exposed = exposureProblem(config.api);
+    if (exposed) throw new Error(exposed);
+    this.changes = new BackendChanges({ pool: this.pool, store: new StateFile(config.stateFile), logger });
+    this.api = new ApiServer({
+      listen: config.api.listen,
+      token: config.api.token,
+      pool: this.pool,
+      changes: this.changes,
+      logger,
+      draining: () => this.shuttingDown,
+    });
     if (config.discovery.type === "static") {
       this.sources.push(new StaticSource(config.discovery.backends, (d) => this.pool.reconcile("static", d)));
     } else if (config.discovery.type === "kubernetes") {
@@ -78,19 +95,33 @@ export class Balancer {
     }
   }
 
-  /** Starts discovery, then listens. Rejects (with everything stopped) on failure. */
+  /**
+   * Restores the API's saved changes, starts discovery, then listens (API first, then
+   * clients). Rejects (with everything stopped) on failure.
+   */
   async start(): Promise<AddressInfo> {
+    // Before discovery, so saved weights apply as discovered backends appear.
+    await this.changes.restore();
     for (const source of this.sources) await source.start();
+    let api: AddressInfo;
     try {
-      this.listening = await this.dataPlane.listen();
+      api = await this.api.listen();
     } catch (err) {
       this.health.stop();
       await this.stopSources();
       throw err;
     }
+    try {
+      this.listening = await this.dataPlane.listen();
+    } catch (err) {
+      this.health.stop();
+      await Promise.allSettled([this.api.close(), this.stopSources()]);
+      throw err;
+    }
     this.log.info(
       {
         listen: formatAddress(this.listening),
+        api: formatAddress(api),
         algorithm: this.config.algorithm,
         workers: this.threads,
         backends: this.pool.size,
@@ -115,6 +146,8 @@ export class Balancer {
     this.health.stop(); // no new connections will be routed, so verdicts no longer matter
     await this.stopSources();
     const forced = await this.dataPlane.drain(this.config.timeouts.shutdownMs);
+    // The API serves (answering /health with 503) until the drain is over.
+    await this.api.close();
     this.log.info({ closed_at_deadline: forced }, "shutdown complete");
   }
 

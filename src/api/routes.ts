@@ -1,0 +1,103 @@
+import { z } from "zod";
+import { addBackendBody, backend, backendParams, errorBody, healthBody, updateBackendBody } from "./schemas.ts";
+
+/**
+ * The API's endpoints as data: method, path, input schemas and documented responses.
+ * server.ts registers a handler for each (validating with these schemas) and openapi.ts
+ * documents them from the same table, so the document cannot drift from the code.
+ */
+export interface RouteSpec {
+  readonly method: "GET" | "POST" | "PUT" | "DELETE";
+  /** Fastify syntax: `/backends/:address`. */
+  readonly url: string;
+  readonly summary: string;
+  /** Served without a bearer token. */
+  readonly public?: boolean;
+  readonly params?: z.ZodType;
+  readonly body?: z.ZodType;
+  readonly responses: Readonly<Record<number, { readonly description: string; readonly schema?: z.ZodType }>>;
+}
+
+const unauthorized = { description: "Missing or wrong bearer token", schema: errorBody };
+const badRequest = { description: "Invalid input; the message names the field", schema: errorBody };
+const notFound = { description: "No backend at that address", schema: errorBody };
+const saveFailed = { description: "The state file could not be written; the change was undone", schema: errorBody };
+
+export const ROUTES = {
+  health: {
+    method: "GET",
+    url: "/health",
+    summary: "Liveness of the balancer",
+    public: true,
+    responses: {
+      200: { description: "Serving", schema: healthBody },
+      503: { description: "Shutting down: draining connections", schema: healthBody },
+    },
+  },
+  listBackends: {
+    method: "GET",
+    url: "/backends",
+    summary: "List every backend with its status and counters",
+    responses: { 200: { description: "All backends", schema: z.array(backend) }, 401: unauthorized },
+  },
+  addBackend: {
+    method: "POST",
+    url: "/backends",
+    summary: "Add a backend (owned by the API, persisted to state_file)",
+    body: addBackendBody,
+    responses: {
+      201: { description: "Added; takes traffic from the next connection", schema: backend },
+      400: badRequest,
+      401: unauthorized,
+      409: { description: "A backend with that address already exists", schema: errorBody },
+      413: { description: "Body larger than 64 KiB", schema: errorBody },
+      415: { description: "Body is not application/json", schema: errorBody },
+      500: saveFailed,
+    },
+  },
+  getBackend: {
+    method: "GET",
+    url: "/backends/:address",
+    summary: "One backend",
+    params: backendParams,
+    responses: { 200: { description: "The backend", schema: backend }, 400: badRequest, 401: unauthorized, 404: notFound },
+  },
+  updateBackend: {
+    method: "PUT",
+    url: "/backends/:address",
+    summary: "Change a backend's weight (any source; persisted to state_file)",
+    params: backendParams,
+    body: updateBackendBody,
+    responses: {
+      200: { description: "Updated; applies from the next connection", schema: backend },
+      400: badRequest,
+      401: unauthorized,
+      404: notFound,
+      413: { description: "Body larger than 64 KiB", schema: errorBody },
+      415: { description: "Body is not application/json", schema: errorBody },
+      500: saveFailed,
+    },
+  },
+  deleteBackend: {
+    method: "DELETE",
+    url: "/backends/:address",
+    summary: "Remove a backend added through the API; open connections to it finish normally",
+    params: backendParams,
+    responses: {
+      204: { description: "Removed; no new connections go to it" },
+      400: badRequest,
+      401: unauthorized,
+      404: notFound,
+      409: { description: "Owned by static config or discovery; remove it there", schema: errorBody },
+      500: saveFailed,
+    },
+  },
+  openapi: {
+    method: "GET",
+    url: "/openapi.json",
+    summary: "This API's OpenAPI 3.1 document",
+    responses: { 200: { description: "OpenAPI document" }, 401: unauthorized },
+  },
+} as const satisfies Record<string, RouteSpec>;
+
+export type RouteName = keyof typeof ROUTES;

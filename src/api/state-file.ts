@@ -1,0 +1,142 @@
+import { mkdir, open, readFile, rename } from "node:fs/promises";
+import path from "node:path";
+import { z } from "zod";
+import { backendAddress, weight } from "../config/schema.ts";
+import { formatPath } from "../config/load.ts";
+import type { HostPort } from "../pool/address.ts";
+
+/** What the API changed, as kept across restarts. */
+export interface PersistedState {
+  /** Backends added through the API, with their current weight. */
+  readonly backends: ReadonlyArray<{ readonly address: HostPort; readonly weight: number }>;
+  /** Weights set through the API on backends that static config or discovery own. */
+  readonly weights: ReadonlyArray<{ readonly address: HostPort; readonly weight: number }>;
+}
+
+export const EMPTY_STATE: PersistedState = { backends: [], weights: [] };
+
+/** Where persisted state is written; an interface so tests can make writes fail. */
+export interface StateStore {
+  readonly path: string;
+  read(): Promise<PersistedState>;
+  write(state: PersistedState): Promise<void>;
+}
+
+/** The state file cannot be read, parsed or written; the message names the file. */
+export class StateFileError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "StateFileError";
+  }
+}
+
+const entry = z.strictObject({ address: backendAddress, weight });
+const fileSchema = z
+  .strictObject({
+    version: z.literal(1, { error: "must be 1 (written by a newer gobalancer?)" }),
+    backends: z.array(entry).default([]),
+    weights: z.array(entry).default([]),
+  })
+  .superRefine((state, ctx) => {
+    const seen = new Set<string>();
+    for (const [list, entries] of [["backends", state.backends], ["weights", state.weights]] as const) {
+      entries.forEach((e, i) => {
+        if (seen.has(e.address.key)) {
+          ctx.issues.push({ code: "custom", input: e.address.key, path: [list, i, "address"], message: `${e.address.key} appears twice` });
+        }
+        seen.add(e.address.key);
+      });
+    }
+  });
+
+/**
+ * The state file on disk. Writes are atomic and durable: a temporary file in the same
+ * directory is written and fsynced, renamed over the real one, and the directory is
+ * fsynced so the rename itself survives a crash. A reader (or a restart after
+ * `kill -9` or power loss) sees the old file or the new one, never a mix.
+ */
+export class StateFile implements StateStore {
+  readonly path: string;
+  private readonly tempPath: string;
+
+  constructor(file: string) {
+    this.path = path.resolve(file);
+    // One fixed temporary name: there is one writer, and a leftover from a crash is
+    // simply overwritten by the next write.
+    this.tempPath = `${this.path}.tmp`;
+  }
+
+  /** A missing file is an empty state; anything unreadable or invalid throws StateFileError. */
+  async read(): Promise<PersistedState> {
+    let text: string;
+    try {
+      text = await readFile(this.path, "utf8");
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === "ENOENT") return EMPTY_STATE;
+      throw new StateFileError(`cannot read state file ${this.path}: ${describeFsError(e)}`, { cause: err });
+    }
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch (err) {
+      throw new StateFileError(`state file ${this.path} is corrupt: not valid JSON (${(err as Error).message}); fix or remove it`, { cause: err });
+    }
+    const parsed = fileSchema.safeParse(raw);
+    if (!parsed.success) {
+      const problems = parsed.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`).join("; ");
+      throw new StateFileError(`state file ${this.path} is invalid: ${problems}; fix or remove it`);
+    }
+    return { backends: parsed.data.backends, weights: parsed.data.weights };
+  }
+
+  async write(state: PersistedState): Promise<void> {
+    const text = `${JSON.stringify(
+      {
+        version: 1,
+        backends: state.backends.map((b) => ({ address: b.address.key, weight: b.weight })),
+        weights: state.weights.map((w) => ({ address: w.address.key, weight: w.weight })),
+      },
+      null,
+      2,
+    )}\n`;
+    const dir = path.dirname(this.path);
+    try {
+      await mkdir(dir, { recursive: true });
+      const file = await open(this.tempPath, "w", 0o644);
+      try {
+        await file.writeFile(text, "utf8");
+        await file.sync();
+      } finally {
+        await file.close();
+      }
+      await rename(this.tempPath, this.path);
+      const dirHandle = await open(dir, "r");
+      try {
+        await dirHandle.sync();
+      } finally {
+        await dirHandle.close();
+      }
+    } catch (err) {
+      throw new StateFileError(`cannot write state file ${this.path}: ${describeFsError(err as NodeJS.ErrnoException)}`, { cause: err });
+    }
+  }
+}
+
+function describeFsError(err: NodeJS.ErrnoException): string {
+  switch (err.code) {
+    case "EACCES":
+    case "EPERM":
+      return "permission denied";
+    case "EISDIR":
+      return "it is a directory";
+    case "ENOTDIR":
+      return "a parent path is not a directory";
+    case "ENOSPC":
+      return "no space left on device";
+    case "EROFS":
+      return "read-only file system";
+    default:
+      return err.message;
+  }
+}
