@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from "node:crypto";
-import { isIP } from "node:net";
+import { BlockList, isIP } from "node:net";
 import type { HostPort } from "../pool/address.ts";
 
 /**
@@ -36,9 +36,15 @@ function sha256(text: string): Buffer {
 export function isLoopback(listen: HostPort): boolean {
   const host = listen.host;
   if (host === "localhost") return true;
-  if (isIP(host) === 4) return host.startsWith("127.");
-  if (isIP(host) === 6) return host === "::1" || /^::ffff:127\./i.test(host);
-  return false; // "" is every interface; a DNS name may resolve anywhere
+  const family = isIP(host);
+  // "" is every interface; a DNS name may resolve anywhere.
+  if (family === 0) return false;
+  // Built per call (start-up only) rather than kept as module state.
+  const loopback = new BlockList();
+  loopback.addSubnet("127.0.0.0", 8, "ipv4");
+  loopback.addAddress("::1", "ipv6");
+  // Also matches IPv4-mapped IPv6 such as ::ffff:127.0.0.1.
+  return loopback.check(host, family === 4 ? "ipv4" : "ipv6");
 }
 
 /**

@@ -1,0 +1,84 @@
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, describe, it } from "node:test";
+import { parseHostPort } from "../pool/address.ts";
+import { StateFile, StateFileError } from "./state-file.ts";
+
+const root = mkdtempSync(path.join(tmpdir(), "gobalancer-state-"));
+after(() => rmSync(root, { recursive: true, force: true }));
+let n = 0;
+const fresh = () => path.join(root, `case-${++n}`, "state.json");
+
+describe("StateFile", () => {
+  it("reads a missing file as an empty state", async () => {
+    assert.deepEqual(await new StateFile(fresh()).read(), { backends: [], weights: [] });
+  });
+
+  it("writes atomically, creating the directory, and reads back what it wrote", async () => {
+    const file = fresh();
+    const store = new StateFile(file);
+    await store.write({
+      backends: [{ address: parseHostPort("[0:0::1]:80"), weight: 3 }],
+      weights: [{ address: parseHostPort("10.0.0.4:3000"), weight: 7 }],
+    });
+    const json = JSON.parse(readFileSync(file, "utf8"));
+    assert.deepEqual(json, { version: 1, backends: [{ address: "[::1]:80", weight: 3 }], weights: [{ address: "10.0.0.4:3000", weight: 7 }] });
+    // Only the file itself: the temporary file was renamed over it.
+    assert.deepEqual(readdirSync(path.dirname(file)), ["state.json"]);
+    const back = await store.read();
+    assert.equal(back.backends[0]!.address.key, "[::1]:80");
+    assert.equal(back.weights[0]!.weight, 7);
+  });
+
+  it("refuses a file that is not JSON, naming the file", async () => {
+    const file = fresh();
+    mkdirSync(path.dirname(file));
+    writeFileSync(file, '{"version": 1, "backends": [');
+    await assert.rejects(new StateFile(file).read(), (err: Error) => {
+      assert.ok(err instanceof StateFileError);
+      assert.match(err.message, new RegExp(`state file ${file} is corrupt: not valid JSON`));
+      return true;
+    });
+  });
+
+  it("refuses invalid entries, naming the field", async () => {
+    const file = fresh();
+    mkdirSync(path.dirname(file));
+    for (const [content, problem] of [
+      [{ version: 1, backends: [{ address: "10.0.0.1:0", weight: 1 }] }, /backends\[0\]\.address: port must be 1-65535/],
+      [{ version: 1, weights: [{ address: "10.0.0.1:80", weight: 0 }] }, /weights\[0\]\.weight: must be an integer 1-1000/],
+      [{ version: 2 }, /version: must be 1/],
+      [{ version: 1, extra: true }, /extra|unrecognized/i],
+      [{ version: 1, backends: [{ address: "a:1", weight: 1 }], weights: [{ address: "A:1", weight: 2 }] }, /a:1 appears twice/],
+      [[], /expected object/i],
+    ] as const) {
+      writeFileSync(file, JSON.stringify(content));
+      await assert.rejects(new StateFile(file).read(), (err: Error) => {
+        assert.ok(err instanceof StateFileError, String(err));
+        assert.match(err.message, problem);
+        assert.match(err.message, /fix or remove it/);
+        return true;
+      });
+    }
+  });
+
+  it("refuses an unreadable path", async () => {
+    const dir = path.dirname(fresh());
+    mkdirSync(path.join(dir, "state.json"), { recursive: true });
+    await assert.rejects(new StateFile(path.join(dir, "state.json")).read(), /cannot read state file .*state\.json: it is a directory/);
+  });
+
+  it("reports a failed write naming the file", async () => {
+    const dir = path.dirname(fresh());
+    mkdirSync(dir);
+    writeFileSync(path.join(dir, "blocker"), "");
+    const file = path.join(dir, "blocker", "state.json");
+    await assert.rejects(new StateFile(file).write({ backends: [], weights: [] }), (err: Error) => {
+      assert.ok(err instanceof StateFileError);
+      assert.match(err.message, /cannot write state file .*blocker\/state\.json/);
+      return true;
+    });
+  });
+});
