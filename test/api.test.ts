@@ -1,7 +1,7 @@
 // End-to-end: the REST admin API of the real gobalancer process, over HTTP.
 import assert from "node:assert/strict";
 import { execFile, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import { promisify } from "node:util";
@@ -69,7 +69,7 @@ const list = async (lb: BalancerProcess, headers?: Record<string, string>) => (a
 const apiBackends = async (lb: BalancerProcess) =>
   Object.fromEntries((await list(lb)).filter((b) => b.source === "api").map((b) => [b.address, b.weight]));
 const stateFile = (lb: BalancerProcess) => path.join(lb.dir, "state.json");
-const readState = (lb: BalancerProcess) => JSON.parse(readFileSync(stateFile(lb), "utf8")) as { backends: Array<{ address: string; weight: number }>; weights: Array<{ address: string; weight: number }> };
+const readState = (lb: BalancerProcess, file = stateFile(lb)) => JSON.parse(readFileSync(file, "utf8")) as { backends: Array<{ address: string; weight: number }>; weights: Array<{ address: string; weight: number }> };
 const enc = encodeURIComponent;
 
 const staticOf = (...servers: TestServer[]) => ({
@@ -408,6 +408,68 @@ describe("REST API authentication", () => {
   });
 });
 
+/**
+ * Restarts gobalancer `rounds` times on one state file, each time killing it with
+ * SIGKILL while a burst of changes is in flight, and checks after every restart that
+ * each acknowledged change is there (an unacknowledged one may or may not be).
+ */
+async function killChain(firstPort: number, rounds: number): Promise<void> {
+  const dir = tempDir();
+  /** address → weight (null: absent) that must hold after the next restart. */
+  const must = new Map<string, number | null>();
+  /** What unacknowledged operations may have left instead. */
+  const may = new Map<string, Set<number | null>>();
+  const check = (now: Record<string, number>, round: number) => {
+    for (const [address, weight] of must) {
+      const actual = now[address] ?? null;
+      const allowed = new Set([weight, ...(may.get(address) ?? [])]);
+      assert.ok(allowed.has(actual), `round ${round}: ${address} is ${actual}, expected one of ${[...allowed].join(", ")}`);
+      must.set(address, actual);
+    }
+    for (const address of Object.keys(now)) assert.ok(must.has(address), `round ${round}: ${address} was never added`);
+    may.clear();
+  };
+  let next = firstPort;
+  for (let round = 0; round < rounds; round++) {
+    const lb = await startBalancer({ discovery: { backends: [] } }, { dir });
+    check(await apiBackends(lb), round);
+
+    // New backends, weight changes and deletions of earlier ones, all at once.
+    const present = [...must].filter(([, w]) => w !== null).map(([a]) => a);
+    const ops: Array<{ address: string; method: string; weight: number | null }> = [];
+    for (let i = 0; i < 8; i++) ops.push({ address: `127.0.0.1:${next++}`, method: "POST", weight: 1 + ((round + i) % 9) });
+    for (const address of present.slice(0, 4)) ops.push({ address, method: "PUT", weight: 100 + round });
+    for (const address of present.slice(4, 6)) ops.push({ address, method: "DELETE", weight: null });
+    for (const op of ops) {
+      if (!must.has(op.address)) must.set(op.address, null);
+      may.set(op.address, new Set([op.weight]));
+    }
+    let acked = 0;
+    const killAfter = Math.floor(Math.random() * ops.length);
+    const inflight = ops.map(async (op) => {
+      try {
+        const res =
+          op.method === "POST"
+            ? await call(lb, "POST", "/backends", { address: op.address, weight: op.weight })
+            : await call(lb, op.method, `/backends/${op.address}`, op.method === "PUT" ? { weight: op.weight } : undefined);
+        if (res.status >= 200 && res.status < 300) {
+          must.set(op.address, op.weight);
+          may.delete(op.address);
+          acked++;
+        }
+      } catch {
+        // The process died under this request: not acknowledged.
+      }
+    });
+    await waitFor(() => acked >= killAfter, 5000, `${killAfter} acknowledgements`);
+    lb.proc.kill("SIGKILL");
+    await Promise.all(inflight);
+    await lb.exited;
+  }
+  const last = await startBalancer({ discovery: { backends: [] } }, { dir });
+  check(await apiBackends(last), rounds);
+}
+
 describe("REST API persistence", () => {
   afterEach(cleanup);
 
@@ -478,62 +540,31 @@ describe("REST API persistence", () => {
   });
 
   it("kill -9 while changes are being written, 20 times: every acknowledged change survives", async () => {
-    const dir = tempDir();
-    /** address → weight (or null for absent) that must hold after the next restart. */
-    const must = new Map<string, number | null>();
-    /** What unacknowledged operations may have left instead. */
-    const may = new Map<string, Set<number | null>>();
-    let next = 40_000;
-    for (let round = 0; round < 20; round++) {
-      const lb = await startBalancer({ discovery: { backends: [] } }, { dir });
-      const now = await apiBackends(lb);
-      for (const [address, weight] of must) {
-        const actual = now[address] ?? null;
-        const allowed = new Set([weight, ...(may.get(address) ?? [])]);
-        assert.ok(allowed.has(actual), `round ${round}: ${address} is ${actual}, expected one of ${[...allowed].join(", ")}`);
-        must.set(address, actual);
-      }
-      for (const address of Object.keys(now)) assert.ok(must.has(address), `round ${round}: ${address} was never added`);
-      may.clear();
+    // Two independent chains of ten kills each, side by side: start-up dominates, and
+    // overlapping two halves the wall time.
+    await Promise.all([killChain(40_000, 10), killChain(50_000, 10)]);
+  });
 
-      // New backends, weight changes and deletions of earlier ones, all at once.
-      const present = [...must].filter(([, w]) => w !== null).map(([a]) => a);
-      const ops: Array<{ address: string; method: string; weight: number | null }> = [];
-      for (let i = 0; i < 8; i++) ops.push({ address: `127.0.0.1:${next++}`, method: "POST", weight: 1 + ((round + i) % 9) });
-      for (const address of present.slice(0, 4)) ops.push({ address, method: "PUT", weight: 100 + round });
-      for (const address of present.slice(4, 6)) ops.push({ address, method: "DELETE", weight: null });
-      for (const op of ops) {
-        if (!must.has(op.address)) must.set(op.address, null);
-        may.set(op.address, new Set([op.weight]));
-      }
-      let acked = 0;
-      const killAfter = Math.floor(Math.random() * ops.length);
-      const inflight = ops.map(async (op) => {
-        try {
-          const res =
-            op.method === "POST"
-              ? await call(lb, "POST", "/backends", { address: op.address, weight: op.weight })
-              : await call(lb, op.method, `/backends/${op.address}`, op.method === "PUT" ? { weight: op.weight } : undefined);
-          if (res.status >= 200 && res.status < 300) {
-            must.set(op.address, op.weight);
-            may.delete(op.address);
-            acked++;
-          }
-        } catch {
-          // The process died under this request: not acknowledged.
-        }
-      });
-      await waitFor(() => acked >= killAfter, 5000, `${killAfter} acknowledgements`);
-      lb.proc.kill("SIGKILL");
-      await Promise.all(inflight);
-      await lb.exited;
+  it("a state file that cannot be written: 500 naming it, the change undone", async () => {
+    const dir = tempDir();
+    const lb = await startBalancer({ state_file: path.join(dir, "sub", "state.json"), discovery: { backends: [] } }, { dir });
+    assert.equal((await call(lb, "POST", "/backends", { address: "127.0.0.1:1" })).status, 201);
+    // Replace the state file's directory by a plain file: every write now fails.
+    rmSync(path.join(dir, "sub"), { recursive: true });
+    writeFileSync(path.join(dir, "sub"), "");
+    for (const [method, target, body] of [
+      ["POST", "/backends", { address: "127.0.0.1:2" }],
+      ["PUT", "/backends/127.0.0.1:1", { weight: 9 }],
+      ["DELETE", "/backends/127.0.0.1:1"],
+    ] as const) {
+      const res = await call<{ error: string }>(lb, method, target, body);
+      assert.equal(res.status, 500, method);
+      assert.match(res.body.error, new RegExp(`^change not saved and undone: cannot write state file ${path.join(dir, "sub", "state.json")}`));
+      assert.deepEqual(await apiBackends(lb), { "127.0.0.1:1": 1 }, method);
     }
-    const last = await startBalancer({ discovery: { backends: [] } }, { dir });
-    const now = await apiBackends(last);
-    for (const [address, weight] of must) {
-      const allowed = new Set([weight, ...(may.get(address) ?? [])]);
-      assert.ok(allowed.has(now[address] ?? null), `${address} is ${now[address]}, expected one of ${[...allowed].join(", ")}`);
-    }
+    rmSync(path.join(dir, "sub"));
+    assert.equal((await call(lb, "PUT", "/backends/127.0.0.1:1", { weight: 9 })).status, 200);
+    assert.deepEqual(readState(lb, path.join(dir, "sub", "state.json")).backends, [{ address: "127.0.0.1:1", weight: 9 }]);
   });
 
   it("refuses to start on a corrupt state file, naming it", async () => {
