@@ -18,6 +18,7 @@ import {
   startBalancer,
   startEchoBackend,
   startNamedBackend,
+  startServer,
   tempDir,
   waitFor,
   type TestServer,
@@ -584,6 +585,20 @@ describe("REST API persistence", () => {
     const lb = await startBalancer({ discovery: { backends: [] } }, { dir, noWait: true });
     assert.equal((await lb.exited).code, 1);
     assert.match(lb.logs.find((l) => l.level >= 50)!.msg, /^start failed: cannot read state file .*state\.json: it is a directory$/);
+  });
+});
+
+describe("REST API start-up failures", () => {
+  afterEach(cleanup);
+
+  it("exits 1 with one line when the API port is in use", async () => {
+    const taken = await startServer(() => {});
+    const lb = await startBalancer({ api: { listen: taken.address }, discovery: { backends: [] } }, { noWait: true });
+    assert.equal((await lb.exited).code, 1);
+    const errors = lb.logs.filter((l) => l.level >= 50);
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0]!.msg, `start failed: api.listen ${taken.address}: address already in use`);
+    assert.equal(lb.otherOutput.join(""), "");
   });
 });
 

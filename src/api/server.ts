@@ -1,5 +1,5 @@
 import type { AddressInfo } from "node:net";
-import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import type { z } from "zod";
 import type { HostPort } from "../pool/address.ts";
@@ -69,7 +69,7 @@ export class ApiServer {
     this.openapi = buildOpenApi(ROUTES, { bearerAuth: this.auth.enabled });
     const log = opts.logger.child({ component: "api" });
     this.app = Fastify({
-      loggerInstance: log,
+      loggerInstance: log as FastifyBaseLogger,
       // The pool logs every change it makes; a line per request would drown them.
       logController: new LogController({ disableRequestLogging: true }),
       bodyLimit: this.limits.bodyBytes,
@@ -83,7 +83,7 @@ export class ApiServer {
       forceCloseConnections: "idle",
       // Long enough for any host:port (a DNS name may be 253 characters).
       routerOptions: { maxParamLength: 300 },
-    }) as unknown as FastifyInstance;
+    });
     this.app.server.maxConnections = this.limits.maxConnections;
 
     // JSON only (Fastify also parses text/plain by default), with parse errors that say
