@@ -38,6 +38,9 @@ export class Balancer {
    * died): the caller should log and exit so a supervisor restarts it.
    */
   constructor(config: Config, logger: Logger, onFatal: (err: Error) => void = () => {}) {
+    // Before anything starts (threads included): an open admin API is refused outright.
+    const exposed = exposureProblem(config.api);
+    if (exposed) throw new Error(exposed);
     this.config = config;
     this.log = logger;
     this.threads = config.workers === "auto" ? availableParallelism() : config.workers;
@@ -75,8 +78,6 @@ export class Balancer {
             onThreadCrash: (err) => onFatal(new Error(`data-plane thread crashed: ${err.message}`, { cause: err })),
           });
     this.pool.onSnapshot((snapshot) => this.dataPlane.setSnapshot(snapshot));
-    const exposed = exposureProblem(config.api);
-    if (exposed) throw new Error(exposed);
     this.changes = new BackendChanges({ pool: this.pool, store: new StateFile(config.stateFile), logger });
     this.api = new ApiServer({
       listen: config.api.listen,
