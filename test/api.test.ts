@@ -334,6 +334,8 @@ describe("REST API input validation", () => {
     { what: "unknown address (PUT)", method: "PUT", path: "/backends/127.0.0.1:8", body: '{"weight": 2}', status: 404, error: /^backend 127\.0\.0\.1:8 not found$/ },
     { what: "unknown address (DELETE)", method: "DELETE", path: "/backends/127.0.0.1:8", status: 404, error: /^backend 127\.0\.0\.1:8 not found$/ },
     { what: "malformed address in the path", method: "GET", path: "/backends/127.0.0.1:99999", status: 400, error: /^address: port must be 1-65535/ },
+    { what: "bad URL encoding in the path", method: "DELETE", path: "/backends/%ZZ:80", status: 400, error: /^bad path: / },
+    { what: "address in the path too long", method: "DELETE", path: `/backends/${"a".repeat(400)}:80`, status: 414, error: /^address: too long for a host:port$/ },
   ];
 
   for (const row of table) {

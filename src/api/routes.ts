@@ -21,6 +21,7 @@ export interface RouteSpec {
 const unauthorized = { description: "Missing or wrong bearer token", schema: errorBody };
 const badRequest = { description: "Invalid input; the message names the field", schema: errorBody };
 const notFound = { description: "No backend at that address", schema: errorBody };
+const tooLong = { description: "Address in the path longer than any host:port", schema: errorBody };
 const saveFailed = { description: "The state file could not be written; the change was undone", schema: errorBody };
 
 export const ROUTES = {
@@ -60,7 +61,7 @@ export const ROUTES = {
     url: "/backends/:address",
     summary: "One backend",
     params: backendParams,
-    responses: { 200: { description: "The backend", schema: backend }, 400: badRequest, 401: unauthorized, 404: notFound },
+    responses: { 200: { description: "The backend", schema: backend }, 400: badRequest, 401: unauthorized, 404: notFound, 414: tooLong },
   },
   updateBackend: {
     method: "PUT",
@@ -74,6 +75,7 @@ export const ROUTES = {
       401: unauthorized,
       404: notFound,
       413: { description: "Body larger than 64 KiB", schema: errorBody },
+      414: tooLong,
       415: { description: "Body is not application/json", schema: errorBody },
       500: saveFailed,
     },
@@ -89,6 +91,7 @@ export const ROUTES = {
       401: unauthorized,
       404: notFound,
       409: { description: "Owned by static config or discovery; remove it there", schema: errorBody },
+      414: tooLong,
       500: saveFailed,
     },
   },

@@ -83,6 +83,11 @@ export class ApiServer {
       forceCloseConnections: "idle",
       // Long enough for any host:port (a DNS name may be 253 characters).
       routerOptions: { maxParamLength: 300 },
+      // Errors the router meets before any route runs, in the same {"error"} shape.
+      frameworkErrors: (err: FastifyError, _request: FastifyRequest, reply: FastifyReply) => {
+        const tooLong = err.code === "FST_ERR_MAX_PARAM_LENGTH";
+        void reply.code(tooLong ? 414 : 400).send({ error: tooLong ? "address: too long for a host:port" : `bad path: ${err.message}` });
+      },
     });
     this.app.server.maxConnections = this.limits.maxConnections;
 
