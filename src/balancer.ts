@@ -78,7 +78,12 @@ export class Balancer {
             onThreadCrash: (err) => onFatal(new Error(`data-plane thread crashed: ${err.message}`, { cause: err })),
           });
     this.pool.onSnapshot((snapshot) => this.dataPlane.setSnapshot(snapshot));
-    this.changes = new BackendChanges({ pool: this.pool, store: new StateFile(config.stateFile), logger });
+    this.changes = new BackendChanges({
+      pool: this.pool,
+      store: new StateFile(config.stateFile),
+      logger,
+      applied: () => this.dataPlane.snapshotApplied(),
+    });
     this.api = new ApiServer({
       listen: config.api.listen,
       token: config.api.token,
@@ -141,9 +146,11 @@ export class Balancer {
   async shutdown(): Promise<void> {
     if (this.shuttingDown) return;
     this.shuttingDown = true;
+    // Close the listeners before saying so: a client that connects after this line must
+    // be refused, not accepted into a backlog that is about to be reset.
+    await this.dataPlane.stopAccepting();
     const active = this.dataPlane.activeConnections;
     this.log.info({ active_connections: active, timeout_ms: this.config.timeouts.shutdownMs }, "shutting down: draining connections");
-    this.dataPlane.stopAccepting();
     this.health.stop(); // no new connections will be routed, so verdicts no longer matter
     await this.stopSources();
     const forced = await this.dataPlane.drain(this.config.timeouts.shutdownMs);

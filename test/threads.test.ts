@@ -77,6 +77,24 @@ describe("workers: 2", () => {
     await waitFor(async () => (await request(lb.port, "ok")) === "ok", 3000, "a free slot");
   });
 
+  it("routes the very next connection by an API change, whichever thread accepts it", async () => {
+    const backends = await Promise.all(["a", "b", "c", "d", "e"].map((n) => startNamedBackend(n)));
+    const lb = await startBalancer({ workers: 2, discovery: { backends: [] } });
+    let previous: string | undefined;
+    for (const [i, backend] of backends.entries()) {
+      const post = await fetch(`${lb.api}/backends`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ address: backend.address }),
+      });
+      assert.equal(post.status, 201);
+      if (previous) assert.equal((await fetch(`${lb.api}/backends/${previous}`, { method: "DELETE" })).status, 204);
+      // Only the backend just added is in the pool now: the next connections must reach it.
+      for (let j = 0; j < 4; j++) assert.equal(await request(lb.port), `${"abcde"[i]}\n`);
+      previous = backend.address;
+    }
+  });
+
   it("drains every thread on SIGTERM and exits 0", async () => {
     const slow = await startServer((socket) => setTimeout(() => socket.end("done\n"), 600));
     const lb = await startBalancer({ workers: 2, discovery: { backends: [{ address: slow.address }] } });

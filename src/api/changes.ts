@@ -39,10 +39,14 @@ export class BackendChanges {
   private waiting: Waiter[] = [];
   private writing: Promise<void> | undefined;
 
-  constructor(opts: { pool: BackendPool; store: StateStore; logger: Logger }) {
+  /** Resolves once the data plane routes by the pool's latest snapshot (see Balancer). */
+  private readonly applied: () => Promise<void>;
+
+  constructor(opts: { pool: BackendPool; store: StateStore; logger: Logger; applied?: () => Promise<void> }) {
     this.pool = opts.pool;
     this.store = opts.store;
     this.log = opts.logger;
+    this.applied = opts.applied ?? (() => Promise.resolve());
   }
 
   get file(): string {
@@ -116,12 +120,17 @@ export class BackendChanges {
     }
   }
 
-  /** Resolves when a write that includes every change made so far is on disk. */
-  private persist(): Promise<void> {
-    return new Promise((resolve, reject) => {
+  /**
+   * Resolves when a write that includes every change made so far is on disk and every
+   * data-plane thread routes by it: only then is the change acknowledged, so the very
+   * next client connection sees it whichever thread accepts it.
+   */
+  private async persist(): Promise<void> {
+    const written = new Promise<void>((resolve, reject) => {
       this.waiting.push({ resolve, reject });
       this.writing ??= this.flush();
     });
+    await Promise.all([written, this.applied()]);
   }
 
   private async flush(): Promise<void> {

@@ -127,6 +127,11 @@ export class DataPlane {
     this.picker = createPicker(this.opts.algorithm, snapshot.routable, this.pickerContext, this.picker);
   }
 
+  /** setSnapshot takes effect at once on this thread. */
+  snapshotApplied(): Promise<void> {
+    return Promise.resolve();
+  }
+
   /** Starts listening; resolves with the bound address. */
   listen(): Promise<net.AddressInfo> {
     const { host, port } = this.opts.listen;

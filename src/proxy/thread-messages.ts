@@ -25,4 +25,6 @@ export type ToMain =
   | { type: "listening"; address: AddressInfo }
   | { type: "listenFailed"; message: string }
   | { type: "dialFailed"; backend: BackendView; reason: string }
+  | { type: "stoppedAccepting" }
+  | { type: "snapshotApplied"; version: number }
   | { type: "drained"; forced: number };

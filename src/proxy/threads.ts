@@ -31,6 +31,9 @@ export class ThreadedDataPlane {
   private readonly workers: Worker[] = [];
   private readonly global: Int32Array;
   private snapshot: Snapshot | undefined;
+  /** The snapshot version each thread has confirmed, by thread index. */
+  private readonly appliedVersions: number[] = [];
+  private appliedWaiters: Array<{ version: number; resolve: () => void }> = [];
   private stopping = false;
 
   constructor(opts: ThreadedDataPlaneOptions) {
@@ -41,6 +44,29 @@ export class ThreadedDataPlane {
   setSnapshot(snapshot: Snapshot): void {
     this.snapshot = snapshot;
     for (const w of this.workers) this.post(w, { type: "snapshot", snapshot });
+  }
+
+  /** Resolves once every thread routes by the latest snapshot (or a newer one). */
+  snapshotApplied(): Promise<void> {
+    const version = this.snapshot?.version ?? 0;
+    if (this.minApplied() >= version) return Promise.resolve();
+    return new Promise((resolve) => this.appliedWaiters.push({ version, resolve }));
+  }
+
+  private minApplied(): number {
+    if (this.workers.length === 0 || this.stopping) return Infinity; // nothing routes: nothing to wait for
+    let min = Infinity;
+    for (let i = 0; i < this.workers.length; i++) min = Math.min(min, this.appliedVersions[i] ?? 0);
+    return min;
+  }
+
+  private onApplied(thread: number, version: number): void {
+    this.appliedVersions[thread] = Math.max(this.appliedVersions[thread] ?? 0, version);
+    const min = this.minApplied();
+    if (this.appliedWaiters.length === 0) return;
+    const still: typeof this.appliedWaiters = [];
+    for (const w of this.appliedWaiters) (w.version <= min ? w.resolve() : still.push(w));
+    this.appliedWaiters = still;
   }
 
   /**
@@ -58,13 +84,29 @@ export class ThreadedDataPlane {
     return Atomics.load(this.global, GLOBAL_ACTIVE);
   }
 
-  stopAccepting(): void {
-    for (const w of this.workers) this.post(w, { type: "stopAccepting" });
+  /** Resolves once every thread has closed its listener. */
+  async stopAccepting(): Promise<void> {
+    await Promise.all(
+      this.workers.map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            const onMessage = (msg: ToMain) => {
+              if (msg.type !== "stoppedAccepting") return;
+              w.off("message", onMessage);
+              resolve();
+            };
+            w.on("message", onMessage);
+            w.once("exit", () => resolve());
+            this.post(w, { type: "stopAccepting" });
+          }),
+      ),
+    );
   }
 
   /** Drains every thread in parallel; resolves with how many connections were cut. */
   async drain(timeoutMs: number): Promise<number> {
     this.stopping = true;
+    this.onApplied(0, 0); // release anyone waiting on threads that will route no more
     const results = await Promise.all(
       this.workers.map(
         (w) =>
@@ -98,6 +140,9 @@ export class ThreadedDataPlane {
             break;
           case "dialFailed":
             this.opts.onDialFailure?.(msg.backend, msg.reason);
+            break;
+          case "snapshotApplied":
+            this.onApplied(thread, msg.version);
             break;
         }
       });

@@ -26,6 +26,7 @@ port.on("message", (msg: ToWorker) => {
   switch (msg.type) {
     case "snapshot":
       plane.setSnapshot(msg.snapshot);
+      send({ type: "snapshotApplied", version: msg.snapshot.version });
       break;
     case "listen":
       plane.listen().then(
@@ -38,6 +39,7 @@ port.on("message", (msg: ToWorker) => {
       break;
     case "stopAccepting":
       plane.stopAccepting();
+      send({ type: "stoppedAccepting" });
       break;
     case "drain":
       void plane.drain(msg.timeoutMs).then((forced) => {
