@@ -158,6 +158,10 @@ export interface RunInfo {
   durationS: number;
   connections: number;
   idle: number;
+  /** Descriptor limit every started process got. */
+  nofile: number;
+  /** Every path the benchmark knows, for the PATHS option. */
+  pathIds: readonly string[];
   minutes: number;
   notes: readonly string[];
 }
@@ -182,7 +186,8 @@ iperf3, wrk), then starts on 127.0.0.1, each on its own port:
   and with \`workers: 1\`; HAProxy (\`mode tcp\`, \`nbthread\` = cores, \`option splice-auto\`);
   nginx stream (\`worker_processes\` = cores); and the direct path to one backend as the ceiling.
   Each balancer runs one instance in front of both HTTP backends (round robin) and one in
-  front of the iperf3 server, and every process gets a 65,536 descriptor limit.
+  front of the iperf3 server, and every process gets a descriptor limit of ${run.nofile}.
+The exact configurations are in bench/peers/paths.ts.
 
 Then it runs interleaved rounds, the order of the paths rotated each round, of: iperf3 bulk
 throughput (one stream, \`-t DURATION\`); wrk keep-alive and wrk \`-H "Connection: close"\`
@@ -207,7 +212,7 @@ It is not part of \`make test\`.
 - load average at start: ${run.loadAverage.map((l) => l.toFixed(2)).join(", ")}${
     busy ? " — the machine was busy with other work, so treat the figures as indicative; ratios within one run are fairer than absolute values" : ""
   }
-- ${run.rounds} rounds, ${run.durationS} s per load run, ${run.connections} wrk connections, ${run.idle} idle connections
+- ${run.rounds} round${run.rounds === 1 ? "" : "s"}, ${run.durationS} s per load run, ${run.connections} wrk connections, ${run.idle} idle connections
 
 ${resultTable(samples, paths)}
 
