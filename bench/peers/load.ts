@@ -6,7 +6,7 @@
 import http from "node:http";
 import path from "node:path";
 import readline from "node:readline";
-import { sleep, treeRssKiB, waitUntil, type Supervisor } from "./processes.ts";
+import { sleep, treeRssKiB, waitUntil, type Started, type Supervisor } from "./processes.ts";
 import { NOFILE, type RunningPath } from "./paths.ts";
 
 export interface WrkResult {
@@ -113,25 +113,30 @@ export interface IdleResult {
 }
 
 /**
- * Opens `count` connections through the path, waits until the backends hold them too (so
- * the balancer has both sides of every connection), reads the balancer's resident memory
- * before and after, then closes them and waits until the backends are idle again.
+ * Starts a fresh instance of the balancer, opens `count` connections through it, waits
+ * until the backends hold them too (so the balancer has both sides of every connection),
+ * reads its resident memory before and after, then stops it and waits until the backends
+ * are idle again.
  */
 export async function measureIdle(sup: Supervisor, running: RunningPath, backendPorts: readonly number[], count: number): Promise<IdleResult> {
-  const proc = running.httpProcess;
-  if (!proc) throw new Error(`${running.info.id} has no process to measure`);
+  if (!running.startFresh) throw new Error(`${running.info.id} has no balancer to measure`);
   const baseline = await backendConnections(backendPorts);
-  const beforeKiB = treeRssKiB(proc.pid);
-  const script = path.join(import.meta.dirname, "idle-client.ts");
-  const client = sup.start("idle-client", process.execPath, [script, String(running.httpPort), String(count), "200", "60000", "120000"], {
-    nofile: NOFILE,
-    pipe: true,
-  });
-  const lines = readline.createInterface({ input: client.child.stdout! });
-  const reports: Array<Record<string, number>> = [];
-  lines.on("line", (line) => reports.push(JSON.parse(line) as Record<string, number>));
+  const fresh = await running.startFresh(`${running.info.id}-idle`);
+  let client: Started | undefined;
   try {
-    await waitUntil(() => reports.length > 0 || client.exit !== undefined, 70_000, "the idle client to open its connections");
+    // Start-up allocations settle first.
+    await sleep(1000);
+    const beforeKiB = treeRssKiB(fresh.process.pid);
+    const script = path.join(import.meta.dirname, "idle-client.ts");
+    client = sup.start("idle-client", process.execPath, [script, String(fresh.port), String(count), "200", "60000", "120000"], {
+      nofile: NOFILE,
+      pipe: true,
+    });
+    const lines = readline.createInterface({ input: client.child.stdout! });
+    const reports: Array<Record<string, number>> = [];
+    lines.on("line", (line) => reports.push(JSON.parse(line) as Record<string, number>));
+    const c = client;
+    await waitUntil(() => reports.length > 0 || c.exit !== undefined, 70_000, "the idle client to open its connections");
     const opened = reports[0];
     if (!opened) return { held: 0, beforeKiB, afterKiB: beforeKiB, detail: "idle client exited before opening its connections" };
     const held = opened.held ?? 0;
@@ -147,13 +152,16 @@ export async function measureIdle(sup: Supervisor, running: RunningPath, backend
       // Measured anyway; the detail says how many reached the backends.
     }
     await sleep(1000);
-    const afterKiB = treeRssKiB(proc.pid);
+    const afterKiB = treeRssKiB(fresh.process.pid);
     const detail = `${held} held (${opened.failed ?? 0} failed, ${seen} at backends) in ${opened.ms} ms, RSS ${beforeKiB} → ${afterKiB} KiB`;
     return { kibPerConnection: held > 0 ? (afterKiB - beforeKiB) / held : undefined, held, beforeKiB, afterKiB, detail };
   } finally {
-    client.child.stdin!.end();
-    await Promise.race([client.exited, sleep(10_000)]);
-    await sup.stop(client, 1000);
+    if (client) {
+      client.child.stdin!.end();
+      await Promise.race([client.exited, sleep(10_000)]);
+      await sup.stop(client, 1000);
+    }
+    await sup.stop(fresh.process, 3000);
     // The next path starts from idle backends.
     await waitUntil(async () => (await backendConnections(backendPorts)) <= baseline + 10, 30_000, "the idle connections to close").catch(() => {});
   }

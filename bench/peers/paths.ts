@@ -42,8 +42,14 @@ export interface RunningPath {
   info: PathInfo;
   httpPort: number;
   bulkPort: number;
-  /** Root of the process tree holding the HTTP listener's connections (none for direct). */
+  /** The HTTP instance's process, checked for survival (none for direct). */
   httpProcess?: Started;
+  /**
+   * Starts a new instance in front of the HTTP backends, for measuring memory: a process
+   * that has held connections before keeps the freed memory in its allocator (HAProxy's
+   * pools, V8's heap), so only a fresh one shows what holding connections costs.
+   */
+  startFresh?: (name: string) => Promise<{ port: number; process: Started }>;
 }
 
 export function goBalancerConfig(o: { listenPort: number; backends: readonly number[]; workers: "auto" | number; stateFile: string }): string {
@@ -237,5 +243,9 @@ export async function startPath(
   const httpProcess = start(sup, `${info.id}-http`, httpPort, backends.http);
   const bulkProcess = start(sup, `${info.id}-bulk`, bulkPort, [backends.iperf]);
   await Promise.all([ready(httpProcess, httpPort), ready(bulkProcess, bulkPort)]);
-  return { info, httpPort, bulkPort, httpProcess };
+  const startFresh = async (name: string) => {
+    const [port] = (await freePorts(1)) as [number];
+    return { port, process: await ready(start(sup, name, port, backends.http), port) };
+  };
+  return { info, httpPort, bulkPort, httpProcess, startFresh };
 }

@@ -192,9 +192,10 @@ The exact configurations are in bench/peers/paths.ts.
 Then it runs interleaved rounds, the order of the paths rotated each round, of: iperf3 bulk
 throughput (one stream, \`-t DURATION\`); wrk keep-alive and wrk \`-H "Connection: close"\`
 (every request a new TCP connection through the balancer), both with CONNECTIONS
-connections, threads = cores and \`--latency\`; and IDLE idle connections opened through each
-balancer and held, with the balancer's resident memory (VmRSS summed over its process
-tree) read before and after. The table gives medians over the rounds; the ratio rows divide
+connections, threads = cores and \`--latency\`; and IDLE idle connections opened through a
+fresh instance of each balancer (a process that has held connections before keeps the freed
+memory in its allocator, which would hide the cost) and held, with the balancer's resident
+memory (VmRSS summed over its process tree) read before and after. The table gives medians over the rounds; the ratio rows divide
 GoBalancer's median by the best peer's (highest throughput, lowest latency and memory), so
 above 1 is better for throughput and below 1 is better for latency and memory.
 

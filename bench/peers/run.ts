@@ -148,7 +148,7 @@ async function main(): Promise<number> {
         }
       }
       for (const r of order) {
-        if (!r.httpProcess) continue;
+        if (!r.startFresh) continue;
         const idle = await measureIdle(sup, r, backends.http, opts.idle);
         record(samples, r.info.id, "idleKiB", idle.kibPerConnection);
         say(`  idle       ${r.info.id.padEnd(16)} ${idle.kibPerConnection?.toFixed(1) ?? "—"} KiB/conn (${idle.detail})`);
