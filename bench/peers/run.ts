@@ -166,7 +166,6 @@ async function main(): Promise<number> {
     say(`\n${opts.rounds} round(s) in ${minutes.toFixed(1)} min`);
     if (opts.writeDocs) {
       const file = path.join(REPO, "docs", "benchmarks.md");
-      // After a long run, a failure to write the docs must not lose the figures printed above.
       const section = peerSection(
         {
           date: facts.date,
