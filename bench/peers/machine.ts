@@ -80,9 +80,14 @@ export interface Facts {
 
 export function machineFacts(tools: Tools): Facts {
   const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
+  // The commit of the GoBalancer code measured: the last one touching what runs. Unlike
+  // the checkout's own commit, it survives rebasing the benchmark's own changes.
   let commit = "unknown";
   try {
-    commit = execFileSync("git", ["-C", REPO, "describe", "--always", "--dirty"], { encoding: "utf8" }).trim();
+    const measured = ["src", "package.json", "package-lock.json"];
+    const git = (...args: string[]) => execFileSync("git", ["-C", REPO, ...args], { encoding: "utf8" }).trim();
+    commit = git("log", "-1", "--format=%h", "--", ...measured);
+    if (git("status", "--porcelain", "--", ...measured) !== "") commit += " with uncommitted changes";
   } catch {
     // Not a git checkout.
   }

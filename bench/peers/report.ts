@@ -207,7 +207,7 @@ It is not part of \`make test\`.
 
 ### Latest run
 
-- date: ${run.date}; command: \`${run.command}\`; commit ${run.commit}; took ${run.minutes.toFixed(1)} min
+- date: ${run.date}; command: \`${run.command}\`; GoBalancer source at ${run.commit}; took ${run.minutes.toFixed(1)} min
 - machine: ${run.machine}
 - versions: ${versions}
 - load average at start: ${run.loadAverage.map((l) => l.toFixed(2)).join(", ")}${
