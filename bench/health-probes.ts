@@ -2,13 +2,19 @@
 // in one helper process) probed every second, against the same set-up whose probes are an
 // hour apart, measured side by side. Reports the balancer's CPU (utime+stime from
 // /proc/PID/stat) and the latency of requests proxied meanwhile (stalls would show in the
-// tail).
+// tail). The timed requests go to a backend of their own in this process (weight 1000
+// against 1 for each listener, so every other request), so the helper's own work in
+// answering probes does not show up as the balancer's latency. The balancer's wait for a
+// CPU (/proc/PID/schedstat) tells how busy the machine itself was.
 //
-//   make build && node bench/health-probes.ts [--type tcp|http] [--backends 1000] [--seconds 15]
+//   make build && node bench/health-probes.ts [--type tcp|http] [--backends 1000] [--seconds 10] [--rounds 3] [--workers 1]
+//
+// Baseline and probing runs alternate, `rounds` of each, and the summary gives medians:
+// the machine is shared, so a lone run says little.
 import { fork, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { stringify } from "yaml";
@@ -21,8 +27,10 @@ const { values } = parseArgs({
     helper: { type: "boolean", default: false },
     type: { type: "string", default: "tcp" },
     backends: { type: "string", default: "1000" },
-    seconds: { type: "string", default: "15" },
+    seconds: { type: "string", default: "10" },
+    rounds: { type: "string", default: "3" },
     interval: { type: "string", default: "1s" },
+    workers: { type: "string", default: "1" },
   },
 });
 
@@ -63,27 +71,58 @@ interface Run {
   cpuPercent: number;
   probesPerSecond: number;
   latency: { p50: number; p99: number; max: number; count: number };
+  /** Milliseconds per second the balancer's main thread waited for a CPU. */
+  runQueueMs: number;
   stateChanges: number;
 }
 
 async function main(): Promise<void> {
   const n = Number(values.backends);
   const seconds = Number(values.seconds);
+  const rounds = Number(values.rounds);
   const helper = fork(import.meta.filename, ["--helper", "--backends", String(n)], { stdio: "inherit" });
   const { ports } = await message<{ ports: number[] }>(helper);
+  const timing = net.createServer((s) => {
+    s.on("error", () => {});
+    s.once("data", () => s.end("timed\n"));
+  });
+  await new Promise<void>((r) => timing.listen(0, "127.0.0.1", r));
+  const timingPort = (timing.address() as net.AddressInfo).port;
+  const idle: Run[] = [];
+  const busy: Run[] = [];
   try {
-    console.log(`${n} backends, health_check.type ${values.type}, ${seconds}s per run, proxied requests every 5ms`);
-    const idle = await measure(helper, ports, "1h", seconds);
-    report(`probes every 1h (baseline)`, idle);
-    const busy = await measure(helper, ports, values.interval!, seconds);
-    report(`probes every ${values.interval}`, busy);
-    console.log(`probing costs ${(busy.cpuPercent - idle.cpuPercent).toFixed(1)}% of one core; p99 latency ${busy.latency.p99.toFixed(2)}ms vs ${idle.latency.p99.toFixed(2)}ms`);
+    console.log(`${n} backends, health_check.type ${values.type}, workers ${values.workers}, ${rounds} rounds of ${seconds}s each, proxied requests every 5ms, load average ${loadavg()[0]!.toFixed(1)}`);
+    for (let round = 1; round <= rounds; round++) {
+      idle.push(await measure(helper, ports, timingPort, "1h", seconds));
+      report(`round ${round} probes every 1h`, idle.at(-1)!);
+      busy.push(await measure(helper, ports, timingPort, values.interval!, seconds));
+      report(`round ${round} probes every ${values.interval}`, busy.at(-1)!);
+    }
   } finally {
     helper.disconnect();
+    timing.close();
   }
+  const med = (runs: Run[], f: (r: Run) => number) => median(runs.map(f));
+  console.log(`\nmedians (load average now ${loadavg()[0]!.toFixed(1)}):`);
+  for (const [label, runs] of [["probes every 1h (baseline)", idle], [`probes every ${values.interval}`, busy]] as const) {
+    console.log(
+      `${label.padEnd(28)} cpu ${med(runs, (r) => r.cpuPercent).toFixed(1)}% of one core | probes ${med(runs, (r) => r.probesPerSecond).toFixed(0)}/s | ` +
+        `proxied p50 ${med(runs, (r) => r.latency.p50).toFixed(2)}ms p99 ${med(runs, (r) => r.latency.p99).toFixed(2)}ms max ${med(runs, (r) => r.latency.max).toFixed(2)}ms | ` +
+        `waited for a CPU ${med(runs, (r) => r.runQueueMs).toFixed(0)}ms/s`,
+    );
+  }
+  const cost = med(busy, (r) => r.cpuPercent) - med(idle, (r) => r.cpuPercent);
+  const rate = med(busy, (r) => r.probesPerSecond);
+  console.log(`probing costs ${cost.toFixed(1)}% of one core, about ${((cost / 100 / rate) * 1e6).toFixed(0)}µs of CPU per probe`);
+  console.log(`state changes during the runs: ${[...idle, ...busy].reduce((sum, r) => sum + r.stateChanges, 0)} (all backends stay up)`);
 }
 
-async function measure(helper: ChildProcess, ports: number[], interval: string, seconds: number): Promise<Run> {
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+async function measure(helper: ChildProcess, ports: number[], timingPort: number, interval: string, seconds: number): Promise<Run> {
   const dir = mkdtempSync(path.join(tmpdir(), "gobalancer-bench-"));
   const config = path.join(dir, "config.yaml");
   writeFileSync(
@@ -92,8 +131,13 @@ async function measure(helper: ChildProcess, ports: number[], interval: string, 
       listen: "127.0.0.1:0",
       api: { listen: "127.0.0.1:0" },
       state_file: path.join(dir, "state.json"),
+      workers: Number(values.workers),
       health_check: { type: values.type, interval, timeout: "1s" },
-      discovery: { type: "static", backends: ports.map((port) => ({ address: `127.0.0.1:${port}` })) },
+      algorithm: "weighted",
+      discovery: {
+        type: "static",
+        backends: [{ address: `127.0.0.1:${timingPort}`, weight: 1000 }, ...ports.map((port) => ({ address: `127.0.0.1:${port}` }))],
+      },
     }),
   );
   const lb = spawn(process.execPath, [CLI, "--config", config], { stdio: ["ignore", "pipe", "inherit"] });
@@ -102,15 +146,15 @@ async function measure(helper: ChildProcess, ports: number[], interval: string, 
   try {
     const port = await waitForStart(() => out);
     await sleep(3000); // past start-up and the first round of probes
-    const before = { cpu: cpuTicks(lb.pid!), at: performance.now(), helper: await message<{ connections: number }>(helper, "stats") };
-    const latency = await proxyLatency(port, seconds * 1000);
-    const after = { cpu: cpuTicks(lb.pid!), at: performance.now(), helper: await message<{ connections: number }>(helper, "stats") };
+    const before = { cpu: cpuTicks(lb.pid!), wait: runQueueNs(lb.pid!), at: performance.now(), helper: await message<{ connections: number }>(helper, "stats") };
+    const { latency, untimed } = await proxyLatency(port, seconds * 1000);
+    const after = { cpu: cpuTicks(lb.pid!), wait: runQueueNs(lb.pid!), at: performance.now(), helper: await message<{ connections: number }>(helper, "stats") };
     const elapsed = (after.at - before.at) / 1000;
-    const proxied = latency.count;
     return {
       cpuPercent: ((after.cpu - before.cpu) / TICKS_PER_SECOND / elapsed) * 100,
-      probesPerSecond: (after.helper.connections - before.helper.connections - proxied) / elapsed,
+      probesPerSecond: (after.helper.connections - before.helper.connections - untimed) / elapsed,
       latency,
+      runQueueMs: (after.wait - before.wait) / 1e6 / elapsed,
       stateChanges: out.split("\n").filter((l) => l.includes('"backend state changed"')).length,
     };
   } finally {
@@ -120,30 +164,42 @@ async function measure(helper: ChildProcess, ports: number[], interval: string, 
   }
 }
 
-/** Sequential proxied requests, one every 5 ms, each timed from connect to close. */
-async function proxyLatency(port: number, durationMs: number): Promise<Run["latency"]> {
+/**
+ * Sequential proxied requests, one every 5 ms, each timed from connect to close; only
+ * those that reached the timing backend count (the rest went to the helper's listeners).
+ */
+async function proxyLatency(port: number, durationMs: number): Promise<{ latency: Run["latency"]; untimed: number }> {
   const times: number[] = [];
+  let untimed = 0;
   const end = performance.now() + durationMs;
   while (performance.now() < end && times.length < 10_000) {
     const t = performance.now();
-    await new Promise<void>((resolve, reject) => {
+    const reply = await new Promise<string>((resolve, reject) => {
+      let got = "";
       const s = net.connect(port, "127.0.0.1", () => s.write("ping\n"));
-      s.on("data", () => {});
+      s.on("data", (d: Buffer) => (got += d.toString()));
       s.on("error", reject);
-      s.on("close", () => resolve());
+      s.on("close", () => resolve(got));
     });
-    times.push(performance.now() - t);
+    if (reply === "timed\n") times.push(performance.now() - t);
+    else untimed++;
     await sleep(5);
   }
   times.sort((a, b) => a - b);
   const q = (p: number) => times[Math.min(times.length - 1, Math.floor(p * times.length))]!;
-  return { p50: q(0.5), p99: q(0.99), max: times.at(-1)!, count: times.length };
+  return { latency: { p50: q(0.5), p99: q(0.99), max: times.at(-1)!, count: times.length }, untimed };
+}
+
+/** Nanoseconds the process's main thread has spent runnable but waiting for a CPU. */
+function runQueueNs(pid: number): number {
+  return Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, "utf8").split(" ")[1]);
 }
 
 function report(label: string, r: Run): void {
   console.log(
-    `${label.padEnd(26)} cpu ${r.cpuPercent.toFixed(1).padStart(5)}% of one core | probes ${r.probesPerSecond.toFixed(0).padStart(5)}/s | ` +
-      `proxied ${r.latency.count} requests: p50 ${r.latency.p50.toFixed(2)}ms p99 ${r.latency.p99.toFixed(2)}ms max ${r.latency.max.toFixed(2)}ms | state changes ${r.stateChanges}`,
+    `${label.padEnd(28)} cpu ${r.cpuPercent.toFixed(1).padStart(5)}% of one core | probes ${r.probesPerSecond.toFixed(0).padStart(5)}/s | ` +
+      `timed ${r.latency.count} requests: p50 ${r.latency.p50.toFixed(2)}ms p99 ${r.latency.p99.toFixed(2)}ms max ${r.latency.max.toFixed(2)}ms | ` +
+      `waited for a CPU ${r.runQueueMs.toFixed(0)}ms/s | state changes ${r.stateChanges}`,
   );
 }
 
