@@ -74,6 +74,8 @@ interface Run {
   /** Milliseconds per second the balancer's main thread waited for a CPU. */
   runQueueMs: number;
   stateChanges: number;
+  /** Why backends changed state, with how often. */
+  reasons: Map<string, number>;
 }
 
 async function main(): Promise<void> {
@@ -84,7 +86,7 @@ async function main(): Promise<void> {
   const { ports } = await message<{ ports: number[] }>(helper);
   const timing = net.createServer((s) => {
     s.on("error", () => {});
-    s.once("data", () => s.end("timed\n"));
+    s.once("data", (chunk: Buffer) => s.end(chunk[0] === 0x47 /* G */ ? "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" : "timed\n"));
   });
   await new Promise<void>((r) => timing.listen(0, "127.0.0.1", r));
   const timingPort = (timing.address() as net.AddressInfo).port;
@@ -114,7 +116,7 @@ async function main(): Promise<void> {
   const cost = med(busy, (r) => r.cpuPercent) - med(idle, (r) => r.cpuPercent);
   const rate = med(busy, (r) => r.probesPerSecond);
   console.log(`probing costs ${cost.toFixed(1)}% of one core, about ${((cost / 100 / rate) * 1e6).toFixed(0)}µs of CPU per probe`);
-  console.log(`state changes during the runs: ${[...idle, ...busy].reduce((sum, r) => sum + r.stateChanges, 0)} (all backends stay up)`);
+  console.log(`state changes during the runs: ${[...idle, ...busy].reduce((sum, r) => sum + r.stateChanges, 0)} (every backend is up throughout: 0 expected)`);
 }
 
 function median(xs: number[]): number {
@@ -155,7 +157,7 @@ async function measure(helper: ChildProcess, ports: number[], timingPort: number
       probesPerSecond: (after.helper.connections - before.helper.connections - untimed) / elapsed,
       latency,
       runQueueMs: (after.wait - before.wait) / 1e6 / elapsed,
-      stateChanges: out.split("\n").filter((l) => l.includes('"backend state changed"')).length,
+      ...stateChanges(out),
     };
   } finally {
     lb.kill("SIGTERM");
@@ -190,6 +192,16 @@ async function proxyLatency(port: number, durationMs: number): Promise<{ latency
   return { latency: { p50: q(0.5), p99: q(0.99), max: times.at(-1)!, count: times.length }, untimed };
 }
 
+function stateChanges(out: string): Pick<Run, "stateChanges" | "reasons"> {
+  const reasons = new Map<string, number>();
+  const lines = out.split("\n").filter((l) => l.includes('"backend state changed"'));
+  for (const line of lines) {
+    const { to, reason } = JSON.parse(line) as { to: string; reason: string };
+    reasons.set(`${to}: ${reason}`, (reasons.get(`${to}: ${reason}`) ?? 0) + 1);
+  }
+  return { stateChanges: lines.length, reasons };
+}
+
 /** Nanoseconds the process's main thread has spent runnable but waiting for a CPU. */
 function runQueueNs(pid: number): number {
   return Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, "utf8").split(" ")[1]);
@@ -199,7 +211,8 @@ function report(label: string, r: Run): void {
   console.log(
     `${label.padEnd(28)} cpu ${r.cpuPercent.toFixed(1).padStart(5)}% of one core | probes ${r.probesPerSecond.toFixed(0).padStart(5)}/s | ` +
       `timed ${r.latency.count} requests: p50 ${r.latency.p50.toFixed(2)}ms p99 ${r.latency.p99.toFixed(2)}ms max ${r.latency.max.toFixed(2)}ms | ` +
-      `waited for a CPU ${r.runQueueMs.toFixed(0)}ms/s | state changes ${r.stateChanges}`,
+      `waited for a CPU ${r.runQueueMs.toFixed(0)}ms/s | state changes ${r.stateChanges}` +
+      (r.stateChanges > 0 ? ` (${[...r.reasons].map(([k, n]) => `${n}× ${k}`).join(", ")})` : ""),
   );
 }
 
