@@ -269,6 +269,41 @@ describe("health checking", () => {
     assert.equal((await request(lb.port, "hi")).trim(), "flapping");
   });
 
+  it("the API shows each backend's health, and probes stop at once for a removed backend", async () => {
+    const good = await startHttpBackend("good", () => 200);
+    const failing = await startHttpBackend("failing", () => 503);
+    const lb = await startBalancer({
+      health_check: { type: "http", interval: "50ms", timeout: "500ms", fall: 2 },
+      discovery: { type: "static", backends: [] },
+    });
+    const api = (method: string, address?: string, body?: object) =>
+      fetch(`${lb.api}/backends${address ? `/${encodeURIComponent(address)}` : ""}`, {
+        method,
+        headers: body ? { "content-type": "application/json" } : {},
+        body: body ? JSON.stringify(body) : undefined,
+      });
+    assert.equal((await api("POST", undefined, { address: good.address })).status, 201);
+    assert.equal((await api("POST", undefined, { address: failing.address })).status, 201);
+    await stateChange(lb, failing.address, "down");
+    await waitFor(() => good.checks() >= 2, 5000, "checks of the good backend");
+    const down = (await (await api("GET", failing.address)).json()) as Record<string, unknown>;
+    assert.equal(down.healthy, false);
+    assert.equal(down.status, "down");
+    assert.equal(down.last_error, "HTTP 503");
+    assert.ok(Date.now() - Date.parse(String(down.last_checked_at)) < 5000, `last_checked_at ${down.last_checked_at}`);
+    const up = (await (await api("GET", good.address)).json()) as Record<string, unknown>;
+    assert.deepEqual([up.healthy, up.status, up.last_error], [true, "up", null]);
+    assert.equal(typeof up.last_checked_at, "string");
+
+    assert.equal((await api("DELETE", failing.address)).status, 204);
+    await new Promise((r) => setTimeout(r, 50)); // a probe already connecting may still land
+    const checks = failing.checks();
+    const goodChecks = good.checks();
+    await new Promise((r) => setTimeout(r, 300)); // six intervals
+    assert.equal(failing.checks(), checks, "no probe of a removed backend");
+    assert.ok(good.checks() > goodChecks, "the remaining backend is still probed");
+  });
+
   it("probes stop at shutdown, while connections still drain", async () => {
     const echo = await startServer((s) => s.pipe(s));
     const lb = await startBalancer({
