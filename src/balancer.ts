@@ -6,6 +6,7 @@ import { BackendChanges } from "./api/changes.ts";
 import { ApiServer } from "./api/server.ts";
 import { StateFile } from "./api/state-file.ts";
 import type { Config } from "./config/schema.ts";
+import { DockerSource } from "./discovery/docker.ts";
 import { StaticSource } from "./discovery/static.ts";
 import type { DiscoverySource } from "./discovery/source.ts";
 import { KubernetesSource } from "./discovery/kubernetes.ts";
@@ -96,6 +97,8 @@ export class Balancer {
       this.sources.push(new StaticSource(config.discovery.backends, (d) => this.pool.reconcile("static", d)));
     } else if (config.discovery.type === "kubernetes") {
       this.sources.push(new KubernetesSource({ ...config.discovery.kubernetes, logger, apply: (d) => void this.pool.reconcile("kubernetes", d) }));
+    } else if (config.discovery.type === "docker") {
+      this.sources.push(new DockerSource({ ...config.discovery.docker, logger, apply: (d) => void this.pool.reconcile("docker", d) }));
     } else {
       throw new Error(`discovery type ${config.discovery.type} is not available in this build`);
     }
