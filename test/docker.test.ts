@@ -25,13 +25,7 @@ after(async () => {
   await engine?.stop();
 });
 
-afterEach(async () => {
-  await cleanup();
-  if (!engine) return;
-  const all = await engine.docker.listContainers({ all: true });
-  await Promise.all(all.map((c) => engine.docker.getContainer(c.Id).remove({ force: true })));
-  await engine.docker.pruneNetworks();
-});
+afterEach(cleanup);
 
 // ---- containers ----------------------------------------------------------------------
 
@@ -67,7 +61,7 @@ async function runBackend(name: string, opts: BackendOptions = {}): Promise<Back
     Labels: opts.labels ?? ENABLED,
     Env: [`PORT=${opts.port ?? 80}`],
     StopTimeout: 1,
-    ...(opts.healthcheck ? { Healthcheck: { Test: ["CMD", "test", "-f", "/tmp/healthy"], Interval: 200e6, Timeout: 1e9, Retries: 1 } } : {}),
+    ...(opts.healthcheck ? { Healthcheck: { Test: ["CMD", "test", "-f", "/tmp/healthy"], Interval: 500e6, Timeout: 2e9, Retries: 1 } } : {}),
     HostConfig: { NetworkMode: networks[0], ...(opts.restartAlways ? { RestartPolicy: { Name: "always" } } : {}) },
   });
   for (const extra of networks.slice(1)) await engine.docker.getNetwork(extra).connect({ Container: container.id });
@@ -177,15 +171,20 @@ function logsWith(lb: BalancerProcess, msg: string, container?: string): LogLine
 }
 
 // ---- tests ---------------------------------------------------------------------------
+// Each test has its own enabling label (discovery.docker.label), so the containers of one
+// test are invisible to the others and need not be removed in between: container starts
+// and removals are the slow part here.
 
 describe("docker discovery", () => {
-  it("discovers labelled containers at their address, port and weight; ignores the rest", async () => {
-    const [plain, custom, heavy] = await Promise.all([
+  it("discovers labelled containers at their address, port and weight; skips bad labels with one warning", async () => {
+    // The default label, lb.enable.
+    const [plain, custom, heavy, , , badWeight] = await Promise.all([
       runBackend("plain"),
       runBackend("custom", { labels: { ...ENABLED, "lb.port": "8080" }, port: 8080 }),
       runBackend("heavy", { labels: { ...ENABLED, "lb.weight": "3" } }),
       runBackend("unlabelled", { labels: {} }),
-      runBackend("disabled", { labels: { "lb.enable": "false" } }),
+      runBackend("bad-port", { labels: { ...ENABLED, "lb.port": "abc" } }),
+      runBackend("bad-weight", { labels: { ...ENABLED, "lb.weight": "0" } }),
     ]);
     const lb = await startDockerBalancer();
     const pool = await waitForPool(lb, [plain!.key, custom!.key, heavy!.key]);
@@ -196,98 +195,87 @@ describe("docker discovery", () => {
     for (const l of logsWith(lb, "backend added")) assert.equal(l.source, "docker");
     assert.deepEqual([...(await answering(lb, 9))].sort(), ["custom", "heavy", "plain"]);
 
-    // Started after the balancer: discovered from the events stream.
-    const late = await runBackend("late");
-    await waitForPool(lb, [plain!.key, custom!.key, heavy!.key, late.key], 1000);
-    assert.deepEqual([...(await answering(lb, 12))].sort(), ["custom", "heavy", "late", "plain"]);
-  });
-
-  it("stop, kill, pause and unpause move a backend out and in within a second", async () => {
-    const steady = await runBackend("steady");
-    const lb = await startDockerBalancer();
-    const moving = await runBackend("moving");
-    await waitForPool(lb, [steady.key, moving.key]);
-    const both = [steady.key, moving.key];
-    const timings: Record<string, number> = {};
-
-    timings.pause = await timedChange(lb, () => moving.container.pause(), [steady.key]);
-    assert.deepEqual([...(await answering(lb, 4))], ["steady"]);
-    timings.unpause = await timedChange(lb, () => moving.container.unpause(), both);
-    assert.deepEqual([...(await answering(lb, 4))].sort(), ["moving", "steady"]);
-
-    timings.stop = await timedChange(lb, () => moving.container.stop(), [steady.key]);
-    assert.deepEqual([...(await answering(lb, 4))], ["steady"]);
-    timings.start = await timedChange(lb, () => moving.container.start(), both);
-
-    timings.kill = await timedChange(lb, () => moving.container.kill(), [steady.key]);
-    await moving.container.start();
-    await waitForPool(lb, both);
-    timings.remove = await timedChange(lb, () => moving.container.remove({ force: true }), [steady.key]);
-
-    for (const [op, ms] of Object.entries(timings)) assert.ok(ms < 1000, `${op} took ${ms} ms to reach the pool: ${JSON.stringify(timings)}`);
-    // A graceful stop drains first (SIGTERM), then removes once the container has exited.
-    assert.ok(
-      lb.logs.some((l) => l.msg === "backend state changed" && l.backend === moving.key && l.to === "draining"),
-      "stop drains the backend before it goes",
-    );
-  });
-
-  it("follows the Docker HEALTHCHECK: unhealthy goes out, healthy comes back", async () => {
-    const steady = await runBackend("steady");
-    const checked = await runBackend("checked", { healthcheck: true });
-    const lb = await startDockerBalancer();
-    await waitForPool(lb, [steady.key, checked.key]);
-
-    await exec(checked.container, ["rm", "/tmp/healthy"]);
-    await waitForPool(lb, [steady.key], 5000);
-    assert.equal(logsWith(lb, "docker container out of rotation", "checked")[0]?.reason, "unhealthy");
-    assert.deepEqual([...(await answering(lb, 4))], ["steady"]);
-
-    await exec(checked.container, ["touch", "/tmp/healthy"]);
-    await waitForPool(lb, [steady.key, checked.key], 5000);
-    assert.deepEqual([...(await answering(lb, 4))].sort(), ["checked", "steady"]);
-  });
-
-  it("skips containers with bad labels, with one warning naming each", async () => {
-    const good = await runBackend("good");
-    await runBackend("bad-port", { labels: { ...ENABLED, "lb.port": "abc" } });
-    const badWeight = await runBackend("bad-weight", { labels: { ...ENABLED, "lb.weight": "0" } });
-    const lb = await startDockerBalancer();
-    await waitForPool(lb, [good.key]);
     await lb.waitForLog((l) => l.msg === "docker container skipped" && l.container === "bad-weight");
     assert.match(String(logsWith(lb, "docker container skipped", "bad-port")[0]?.problem), /lb\.port must be a port 1-65535 \(got "abc"\)/);
     assert.match(String(logsWith(lb, "docker container skipped", "bad-weight")[0]?.problem), /lb\.weight must be an integer 1-1000 \(got "0"\)/);
 
-    // More events for the bad container: still skipped, still warned about only once.
-    await badWeight.container.pause();
-    await badWeight.container.unpause();
-    const another = await runBackend("another");
-    await waitForPool(lb, [good.key, another.key], 1000);
+    // Started after the balancer: discovered from the events stream. More events for a
+    // badly labelled container: still skipped, still warned about only once.
+    await badWeight!.container.pause();
+    await badWeight!.container.unpause();
+    const late = await runBackend("late");
+    await waitForPool(lb, [plain!.key, custom!.key, heavy!.key, late.key], 1000);
+    assert.deepEqual([...(await answering(lb, 12))].sort(), ["custom", "heavy", "late", "plain"]);
     assert.equal(logsWith(lb, "docker container skipped", "bad-weight").length, 1);
     assert.equal(logsWith(lb, "docker container skipped", "bad-port").length, 1);
+  });
+
+  it("stop, kill, pause, unpause and the Docker HEALTHCHECK move a backend out and in within a second", async () => {
+    const on = { "t2.enable": "true" };
+    const [steady, moving] = await Promise.all([runBackend("t2-steady", { labels: on }), runBackend("t2-moving", { labels: on, healthcheck: true })]);
+    const lb = await startDockerBalancer({ label: "t2.enable" });
+    const both = [steady!.key, moving!.key];
+    await waitForPool(lb, both);
+    const timings: Record<string, number> = {};
+    const out = [steady!.key];
+    const c = moving!.container;
+
+    timings.pause = await timedChange(lb, () => c.pause(), out);
+    assert.deepEqual([...(await answering(lb, 4))], ["t2-steady"]);
+    timings.unpause = await timedChange(lb, () => c.unpause(), both);
+    assert.deepEqual([...(await answering(lb, 4))].sort(), ["t2-moving", "t2-steady"]);
+
+    timings.stop = await timedChange(lb, () => c.stop(), out);
+    assert.deepEqual([...(await answering(lb, 4))], ["t2-steady"]);
+    timings.start = await timedChange(lb, () => c.start(), both);
+    timings.kill = await timedChange(lb, () => c.kill(), out);
+    await c.start();
+    await waitForPool(lb, both);
+
+    // Docker's verdict: unhealthy out, healthy back (the check runs every 500 ms).
+    await exec(c, ["rm", "/tmp/healthy"]);
+    await waitForPool(lb, out, 5000);
+    assert.equal(logsWith(lb, "docker container out of rotation", "t2-moving").at(-1)?.reason, "unhealthy");
+    assert.deepEqual([...(await answering(lb, 4))], ["t2-steady"]);
+    await exec(c, ["touch", "/tmp/healthy"]);
+    await waitForPool(lb, both, 5000);
+    assert.deepEqual([...(await answering(lb, 4))].sort(), ["t2-moving", "t2-steady"]);
+
+    timings.remove = await timedChange(lb, () => c.remove({ force: true }), out);
+    for (const [op, ms] of Object.entries(timings)) assert.ok(ms < 1000, `${op} took ${ms} ms to reach the pool: ${JSON.stringify(timings)}`);
+    // A graceful stop drains first (SIGTERM), then removes once the container has exited.
+    assert.ok(
+      lb.logs.some((l) => l.msg === "backend state changed" && l.backend === moving!.key && l.to === "draining"),
+      "stop drains the backend before it goes",
+    );
   });
 
   it("uses the network named by lb.network or the config, else the first by name with a warning", async () => {
     await createNetwork("net-a", 10);
     await createNetwork("net-b", 11);
-    const labelled = await runBackend("labelled", { labels: { ...ENABLED, "lb.network": "net-b" }, networks: ["net-a", "net-b"] });
-    const unnamed = await runBackend("unnamed", { networks: ["net-b", "net-a"] });
-    const lb = await startDockerBalancer();
-    await waitForPool(lb, [`${labelled.ips["net-b"]}:80`, `${unnamed.ips["net-a"]}:80`]);
-    const warning = logsWith(lb, "docker container address chosen among several networks", "unnamed");
+    const on = { "t3.enable": "true" };
+    const [labelled, unnamed] = await Promise.all([
+      runBackend("t3-labelled", { labels: { ...on, "lb.network": "net-b" }, networks: ["net-a", "net-b"] }),
+      runBackend("t3-unnamed", { labels: on, networks: ["net-b", "net-a"] }),
+    ]);
+    const lb = await startDockerBalancer({ label: "t3.enable" });
+    await waitForPool(lb, [`${labelled!.ips["net-b"]}:80`, `${unnamed!.ips["net-a"]}:80`]);
+    const warning = logsWith(lb, "docker container address chosen among several networks", "t3-unnamed");
     assert.equal(warning.length, 1);
     assert.match(String(warning[0]!.problem), /several networks \(net-a, net-b\); using "net-a"/);
-    assert.deepEqual([...(await answering(lb, 4))].sort(), ["labelled", "unnamed"]);
+    assert.deepEqual([...(await answering(lb, 4))].sort(), ["t3-labelled", "t3-unnamed"]);
 
     // discovery.docker.network for all; a container's lb.network still wins.
-    const configured = await startDockerBalancer({ network: "net-b" });
-    await waitForPool(configured, [`${labelled.ips["net-b"]}:80`, `${unnamed.ips["net-b"]}:80`]);
+    const configured = await startDockerBalancer({ label: "t3.enable", network: "net-b" });
+    await waitForPool(configured, [`${labelled!.ips["net-b"]}:80`, `${unnamed!.ips["net-b"]}:80`]);
   });
 
   it("ends equal to the running labelled set after bursts of 20 containers starting and stopping", async () => {
-    const lb = await startDockerBalancer();
-    const names = Array.from({ length: 20 }, (_, i) => `burst-${String(i).padStart(2, "0")}`);
-    const created = await Promise.all(names.map((n, i) => runBackend(n, { labels: i % 5 === 4 ? {} : ENABLED, start: false })));
+    const on = { "t4.enable": "true" };
+    const lb = await startDockerBalancer({ label: "t4.enable" });
+    const names = Array.from({ length: 20 }, (_, i) => `t4-burst-${String(i).padStart(2, "0")}`);
+    // Every fifth is not labelled: it must never show up.
+    const created = await Promise.all(names.map((n, i) => runBackend(n, { labels: i % 5 === 4 ? {} : on, start: false })));
     const labelled = created.filter((_, i) => i % 5 !== 4);
 
     // Burst 1: all 20 start at once.
@@ -295,7 +283,7 @@ describe("docker discovery", () => {
     let running = await Promise.all(labelled.map((c) => describeBackend(c.container, c.name)));
     await waitForPool(lb, running.map((c) => c.key), 10_000);
 
-    // Burst 2: half stop, a few are killed, the rest keep running; then some come back.
+    // Burst 2: some stop, some are killed, at once; a few of the stopped start again.
     const stopped = labelled.filter((_, i) => i % 2 === 0);
     const killed = labelled.filter((_, i) => i % 4 === 1);
     await Promise.all([...stopped.map((c) => c.container.stop()), ...killed.map((c) => c.container.kill())]);
@@ -304,41 +292,44 @@ describe("docker discovery", () => {
     const up = labelled.filter((c) => !stopped.includes(c) && !killed.includes(c)).concat(restarted);
     running = await Promise.all(up.map((c) => describeBackend(c.container, c.name)));
     await waitForPool(lb, running.map((c) => c.key), 10_000);
-    assert.equal(members(lb).size, up.length);
-    const expected = new Set(up.map((c) => c.name));
     const seen = await answering(lb, up.length * 2);
-    assert.deepEqual([...seen].sort(), [...expected].sort());
+    assert.deepEqual([...seen].sort(), up.map((c) => c.name).sort());
+    // Done with them: stopping 20 containers at the end of the file costs time too.
+    await Promise.all(created.map((c) => c.container.remove({ force: true })));
   });
 
   it("reconnects after the engine restarts and resyncs what changed meanwhile", async () => {
-    const survivor = await runBackend("survivor", { restartAlways: true });
-    const casualty = await runBackend("casualty");
-    const lb = await startDockerBalancer();
-    await waitForPool(lb, [survivor.key, casualty.key]);
+    const on = { "t5.enable": "true" };
+    const [survivor, casualty] = await Promise.all([
+      runBackend("t5-survivor", { labels: on, restartAlways: true }),
+      runBackend("t5-casualty", { labels: on }),
+    ]);
+    const lb = await startDockerBalancer({ label: "t5.enable" });
+    await waitForPool(lb, [survivor!.key, casualty!.key]);
 
     await engine.restart();
     await lb.waitForLog((l) => l.msg === "docker connection lost; reconnecting", 5000);
     // "survivor" comes back by its restart policy; "casualty" stays stopped.
-    await waitFor(async () => (await survivor.container.inspect()).State.Running, 10_000, "survivor restarted");
-    const back = await describeBackend(survivor.container, "survivor");
-    const newcomer = await runBackend("newcomer");
+    await waitFor(async () => (await survivor!.container.inspect()).State.Running, 10_000, "survivor restarted");
+    const back = await describeBackend(survivor!.container, "t5-survivor");
+    const newcomer = await runBackend("t5-newcomer", { labels: on });
     await waitForPool(lb, [back.key, newcomer.key], 10_000);
     await lb.waitForLog((l) => l.msg === "docker reconnected; containers listed again", 5000);
-    assert.deepEqual([...(await answering(lb, 4))].sort(), ["newcomer", "survivor"]);
+    assert.deepEqual([...(await answering(lb, 4))].sort(), ["t5-newcomer", "t5-survivor"]);
   });
 
   it("starts while Docker is unreachable, says so, and discovers once it is there", async () => {
-    const web = await runBackend("web");
+    const web = await runBackend("t6-web", { labels: { "t6.enable": "true" } });
     // A socket path that does not exist yet; it will point at the engine later.
     const link = path.join(engine.dir, `later-${process.pid}.sock`);
-    const lb = await startDockerBalancer({ host: `unix://${link}` });
+    const lb = await startDockerBalancer({ label: "t6.enable", host: `unix://${link}` });
     const unreachable = await lb.waitForLog((l) => l.msg.startsWith("docker unreachable"), 5000);
     assert.equal(unreachable.host, `unix://${link}`);
-    assert.match(String(unreachable.err), /ENOENT|connect/);
+    assert.match(String(unreachable.err), /ENOENT/);
     assert.equal(members(lb).size, 0);
 
     symlinkSync(engine.socket, link);
     await waitForPool(lb, [web.key], 10_000);
-    assert.deepEqual([...(await answering(lb, 2))], ["web"]);
+    assert.deepEqual([...(await answering(lb, 2))], ["t6-web"]);
   });
 });
