@@ -26,6 +26,9 @@ export interface DockerSourceOptions {
   readonly requestTimeoutMs?: number;
 }
 
+/** A connection that lasted this long resets the reconnect backoff. */
+const STABLE_MS = 60_000;
+
 /** The container and network events that can change a container's verdict. */
 const EVENTS = ["start", "unpause", "die", "stop", "kill", "pause", "destroy", "health_status", "connect", "disconnect"];
 
@@ -95,7 +98,12 @@ export class DockerSource implements DiscoverySource {
   /** Aborts everything belonging to the current connection (stream, lists, inspects). */
   private session: AbortController | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** Connection attempts that failed since the last success (for log cadence). */
   private failures = 0;
+  /** Backoff exponent; only a connection that lasted a while resets it (no reconnect storms). */
+  private backoffLevel = 0;
+  /** When the current connection was established; undefined while disconnected. */
+  private connectedAt: number | undefined;
   private connectedOnce = false;
   private stopped = false;
 
@@ -147,13 +155,11 @@ export class DockerSource implements DiscoverySource {
       return;
     }
     if (session !== this.session) return;
-    const backends = this.desired().length;
-    if (this.failures > 0 && this.connectedOnce) {
-      this.log.info({ host: this.endpoint, containers: this.containers.size, backends }, "docker reconnected; containers listed again");
-    } else {
-      this.log.info({ host: this.endpoint, label: this.judging.label, containers: this.containers.size, backends }, "docker discovery started");
-    }
+    const fields = { host: this.endpoint, containers: this.containers.size, backends: this.desired().length };
+    if (this.connectedOnce) this.log.info(fields, "docker reconnected; containers listed again");
+    else this.log.info({ ...fields, label: this.judging.label }, "docker discovery started");
     this.failures = 0;
+    this.connectedAt = Date.now();
     this.connectedOnce = true;
   }
 
@@ -186,14 +192,21 @@ export class DockerSource implements DiscoverySource {
     if (this.stopped || session !== this.session) return; // already handled, or stopping
     session.abort();
     this.session = undefined;
-    this.failures++;
-    const delay = Math.min(this.backoff.maxMs, this.backoff.initialMs * 2 ** Math.min(this.failures - 1, 16));
-    const fields = { host: this.endpoint, err: errorText(err), attempt: this.failures, retry_in_ms: delay };
-    // Logged on attempts 1, 2, 4, 8, …: visible, without a line every few seconds for hours.
-    if ((this.failures & (this.failures - 1)) === 0) {
-      if (!this.connectedOnce) this.log.error(fields, "docker unreachable; retrying (other backends keep serving)");
-      else if (this.failures === 1) this.log.warn(fields, "docker connection lost; reconnecting");
-      else this.log.warn(fields, "docker still unreachable; retrying");
+    const wasConnected = this.connectedAt !== undefined;
+    if (wasConnected && Date.now() - this.connectedAt! > STABLE_MS) this.backoffLevel = 0;
+    this.connectedAt = undefined;
+    const delay = Math.min(this.backoff.maxMs, this.backoff.initialMs * 2 ** Math.min(this.backoffLevel++, 16));
+    const fields = { host: this.endpoint, err: errorText(err), retry_in_ms: delay };
+    if (wasConnected) {
+      this.log.warn(fields, "docker connection lost; reconnecting");
+    } else {
+      this.failures++;
+      // Logged on attempts 1, 2, 4, 8, …: visible, without a line every few seconds for hours.
+      if ((this.failures & (this.failures - 1)) === 0) {
+        const line = { ...fields, attempt: this.failures };
+        if (!this.connectedOnce) this.log.error(line, "docker unreachable; retrying (other backends keep serving)");
+        else this.log.warn(line, "docker still unreachable; retrying");
+      }
     }
     this.retryTimer = setTimeout(() => void this.connect(), delay);
   }
