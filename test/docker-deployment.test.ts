@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { DockerEngine } from "./docker/engine.ts";
@@ -48,6 +49,21 @@ function baseImages(dockerfile: string): string[] {
 }
 
 const token = randomBytes(12).toString("hex");
+let balancedPort = 0;
+let apiPort = 0;
+
+/**
+ * A port free on 127.0.0.1 right now. Publishing explicit ports, rather than letting the
+ * engine choose, keeps two test engines on one machine (each starting at the same first
+ * port of Docker's range) from colliding.
+ */
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
 
 /** What a user sets for docker-compose, pointed at the test engine and loopback ports. */
 function composeEnv(): NodeJS.ProcessEnv {
@@ -55,9 +71,8 @@ function composeEnv(): NodeJS.ProcessEnv {
     DOCKER_SOCKET: engine.socket,
     DOCKER_GID: String(statSync(engine.socket).gid),
     GOBALANCER_API_TOKEN: token,
-    // "127.0.0.1:" + ":8080" publishes on a free loopback port.
-    GOBALANCER_LISTEN: "127.0.0.1:",
-    GOBALANCER_API_LISTEN: "127.0.0.1:",
+    GOBALANCER_LISTEN: `127.0.0.1:${balancedPort}`,
+    GOBALANCER_API_LISTEN: `127.0.0.1:${apiPort}`,
   };
 }
 
@@ -91,12 +106,14 @@ describe("docker deployment", () => {
     assert.ok(built.Config.Healthcheck?.Test?.join(" ").includes("/health"), "has a HEALTHCHECK on /health");
     assert.ok(built.Config.Cmd?.includes("/etc/gobalancer/config.yaml"));
 
+    balancedPort = await freePort();
+    apiPort = await freePort();
     await compose(["up", "-d", "--no-build"]);
     const ids = async (service: string) => (await compose(["ps", "-q", service])).trim();
     const backends = new Set([(await ids("backend1")).slice(0, 12), (await ids("backend2")).slice(0, 12)]);
     const published = (await compose(["port", "gobalancer", "8080"])).trim();
-    const port = Number(published.slice(published.lastIndexOf(":") + 1));
-    assert.ok(port > 0, `published port: ${published}`);
+    assert.equal(published, `127.0.0.1:${balancedPort}`);
+    const port = balancedPort;
 
     // Both backends answer through the published port once discovery has found them.
     const seen = new Set<string>();
