@@ -2,6 +2,7 @@
 // real containers on the engine's own bridge, the real gobalancer process, real traffic.
 import assert from "node:assert/strict";
 import { symlinkSync } from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import type Docker from "dockerode";
@@ -69,12 +70,30 @@ async function runBackend(name: string, opts: BackendOptions = {}): Promise<Back
   return describeBackend(container, name, opts.port ?? 80);
 }
 
+/** Its addresses; for a running container, once it accepts connections (started ≠ listening). */
 async function describeBackend(container: Docker.Container, name: string, port = 80): Promise<Backend> {
   const info = await container.inspect();
   const ips: Record<string, string> = {};
   for (const [net, settings] of Object.entries(info.NetworkSettings.Networks)) ips[net] = settings.IPAddress;
   const first = Object.values(ips)[0] ?? "";
+  if (info.State.Running) await listening(first, port);
   return { id: info.Id, name, container, ips, key: `${first}:${port}` };
+}
+
+async function listening(host: string, port: number): Promise<void> {
+  const accepts = () =>
+    new Promise<boolean>((resolve) => {
+      const socket = net.connect({ host, port }, () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.on("error", () => resolve(false));
+      socket.setTimeout(1000, () => {
+        socket.destroy();
+        resolve(false);
+      });
+    });
+  await waitFor(accepts, 10_000, `${host}:${port} listening`);
 }
 
 /** A user-defined network inside the engine's private 10.x range. */
@@ -232,6 +251,7 @@ describe("docker discovery", () => {
     timings.start = await timedChange(lb, () => c.start(), both);
     timings.kill = await timedChange(lb, () => c.kill(), out);
     await c.start();
+    await describeBackend(c, "t2-moving");
     await waitForPool(lb, both);
 
     // Docker's verdict: unhealthy out, healthy back (the check runs every 500 ms).

@@ -6,7 +6,7 @@
 import { spawnSync } from "node:child_process";
 import { chmodSync, chownSync, copyFileSync, cpSync, linkSync, mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import type { DockerEngine } from "./engine.ts";
+import { DOCKER_CLI, type DockerEngine } from "./engine.ts";
 
 export const BUSYBOX_IMAGE = "gobalancer-test/busybox:1";
 
@@ -27,9 +27,11 @@ function linkOrCopy(from: string, to: string): void {
   }
 }
 
-function makeTar(root: string, tarFile: string): void {
-  const r = spawnSync("tar", ["-C", root, "--numeric-owner", "-cf", tarFile, "."], { encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`tar failed: ${r.stderr}`);
+/** `docker import` of the directory tree at `root`, streamed (no tarball on disk). */
+async function importTree(engine: DockerEngine, root: string, name: string, changes: string[]): Promise<void> {
+  chmodSync(root, 0o755); // it becomes the image's "/" (mkdtemp made it 0700)
+  const script = 'root=$1; shift; tar -C "$root" --numeric-owner -c . | "$0" import "$@"';
+  await engine.command("sh", ["-c", script, DOCKER_CLI, root, ...changes.flatMap((c) => ["--change", c]), "-", name]);
 }
 
 /** Adds busybox and a symlink per applet under root/bin, like a tiny distribution. */
@@ -45,11 +47,10 @@ function addBusybox(root: string): void {
 export async function busyboxImage(engine: DockerEngine): Promise<string> {
   const root = mkdtempSync("/tmp/gbd-rootfs-");
   try {
-    addBusybox(path.join(root, "fs"));
-    for (const dir of ["www", "tmp", "etc"]) mkdirSync(path.join(root, "fs", dir), { recursive: true });
-    chmodSync(path.join(root, "fs", "tmp"), 0o1777);
-    makeTar(path.join(root, "fs"), path.join(root, "image.tar"));
-    await engine.cli(["import", "--change", `CMD ${JSON.stringify(BACKEND_COMMAND)}`, path.join(root, "image.tar"), BUSYBOX_IMAGE]);
+    addBusybox(root);
+    for (const dir of ["www", "tmp", "etc"]) mkdirSync(path.join(root, dir), { recursive: true });
+    chmodSync(path.join(root, "tmp"), 0o1777);
+    await importTree(engine, root, BUSYBOX_IMAGE, [`CMD ${JSON.stringify(BACKEND_COMMAND)}`]);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
@@ -63,8 +64,7 @@ export async function busyboxImage(engine: DockerEngine): Promise<string> {
  * /usr/local/lib/node_modules/npm.
  */
 export async function nodeStandInImage(engine: DockerEngine, nodeBinary: string, npmDir: string, name: string): Promise<string> {
-  const root = mkdtempSync("/tmp/gbd-rootfs-");
-  const fs = path.join(root, "fs");
+  const fs = mkdtempSync("/tmp/gbd-rootfs-");
   try {
     addBusybox(fs);
     for (const dir of ["usr/local/bin", "usr/local/lib/node_modules", "usr/bin", "tmp", "etc", "home/node", "root"]) mkdirSync(path.join(fs, dir), { recursive: true });
@@ -85,11 +85,9 @@ export async function nodeStandInImage(engine: DockerEngine, nodeBinary: string,
     writeFileSync(path.join(fs, "etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnode:x:1000:1000::/home/node:/bin/sh\n");
     writeFileSync(path.join(fs, "etc/group"), "root:x:0:\nnode:x:1000:\n");
     chownSync(path.join(fs, "home/node"), 1000, 1000);
-    makeTar(fs, path.join(root, "image.tar"));
-    const changes = ["ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 'CMD ["node"]'];
-    await engine.cli(["import", ...changes.flatMap((c) => ["--change", c]), path.join(root, "image.tar"), name]);
+    await importTree(engine, fs, name, ["ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 'CMD ["node"]']);
   } finally {
-    rmSync(root, { recursive: true, force: true });
+    rmSync(fs, { recursive: true, force: true });
   }
   return name;
 }
