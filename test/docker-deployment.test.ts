@@ -129,6 +129,17 @@ describe("docker deployment", () => {
       assert.fail(`only ${[...seen].join(", ") || "no backend"} of ${[...backends].join(", ")} answered on ${published}\n${logs.slice(-3000)}`);
     }
 
+    // The API is published (loopback here) and asks for the token; it lists both backends
+    // as Docker's, with the weights from their labels.
+    const api = `http://127.0.0.1:${apiPort}`;
+    assert.equal((await fetch(`${api}/backends`)).status, 401);
+    const listed = (await (await fetch(`${api}/backends`, { headers: { authorization: `Bearer ${token}` } })).json()) as Array<{ source: string; weight: number }>;
+    assert.deepEqual(listed.map((b) => `${b.source} ${b.weight}`).sort(), ["docker 1", "docker 2"]);
+
+    // The image's HEALTHCHECK (GET /health) passes: its first run is one interval (10 s) in.
+    const balancer = engine.docker.getContainer(await ids("gobalancer"));
+    await waitFor(async () => (await balancer.inspect()).State.Health?.Status === "healthy", 60_000, "HEALTHCHECK healthy");
+
     const logs = await compose(["logs", "--no-color", "gobalancer"]);
     assert.match(logs, /docker discovery started/);
     assert.doesNotMatch(logs, /"level":(50|60)/, "no errors logged");

@@ -8,7 +8,7 @@ import { after, afterEach, before, describe, it } from "node:test";
 import type Docker from "dockerode";
 import { DockerEngine } from "./docker/engine.ts";
 import { busyboxImage } from "./docker/images.ts";
-import { cleanup, request, startBalancer, waitFor, type BalancerProcess, type LogLine } from "./harness.ts";
+import { cleanup, request, startBalancer, startNamedBackend, waitFor, type BalancerProcess, type LogLine } from "./harness.ts";
 
 let engine: DockerEngine;
 let image: string;
@@ -176,7 +176,27 @@ function routableKeys(pool: Map<string, Member>): string[] {
 /** An HTTP/1.0 GET through the balancer; the body names the container that answered. */
 async function whoAnswers(lb: BalancerProcess): Promise<string> {
   const response = await request(lb.port, "GET / HTTP/1.0\r\n\r\n");
-  return response.slice(response.indexOf("\r\n\r\n") + 4).trim();
+  const body = response.indexOf("\r\n\r\n");
+  return (body < 0 ? response : response.slice(body + 4)).trim(); // non-HTTP test backends just say their name
+}
+
+interface ApiBackend {
+  address: string;
+  weight: number;
+  status: string;
+  source: string;
+}
+
+/** GET /backends, as [address, weight, source, status] rows in address order. */
+async function apiBackends(lb: BalancerProcess): Promise<Array<[string, number, string, string]>> {
+  const res = await fetch(`${lb.api}/backends`);
+  assert.equal(res.status, 200);
+  const list = (await res.json()) as ApiBackend[];
+  return list.map((b): [string, number, string, string] => [b.address, b.weight, b.source, b.status]).sort();
+}
+
+async function apiAddresses(lb: BalancerProcess): Promise<string[]> {
+  return (await apiBackends(lb)).map(([address]) => address);
 }
 
 async function answering(lb: BalancerProcess, requests: number): Promise<Set<string>> {
@@ -212,6 +232,14 @@ describe("docker discovery", () => {
     assert.equal(pool.get(heavy!.key)!.weight, 3);
     assert.ok(custom!.key.endsWith(":8080"));
     for (const l of logsWith(lb, "backend added")) assert.equal(l.source, "docker");
+    const rows: Array<[string, number, string, string]> = [
+      [plain!.key, 1, "docker", "up"],
+      [custom!.key, 1, "docker", "up"],
+      [heavy!.key, 3, "docker", "up"],
+    ];
+    assert.deepEqual(await apiBackends(lb), rows.sort());
+    const del = await fetch(`${lb.api}/backends/${plain!.key}`, { method: "DELETE" });
+    assert.equal(del.status, 409, "a discovered backend is removed at its source, not through the API");
     assert.deepEqual([...(await answering(lb, 9))].sort(), ["custom", "heavy", "plain"]);
 
     await lb.waitForLog((l) => l.msg === "docker container skipped" && l.container === "bad-weight");
@@ -242,6 +270,7 @@ describe("docker discovery", () => {
     const c = moving!.container;
 
     timings.pause = await timedChange(lb, () => c.pause(), out);
+    assert.deepEqual(await apiAddresses(lb), out);
     assert.deepEqual([...(await answering(lb, 4))], ["t2-steady"]);
     timings.unpause = await timedChange(lb, () => c.unpause(), both);
     assert.deepEqual([...(await answering(lb, 4))].sort(), ["t2-moving", "t2-steady"]);
@@ -264,6 +293,7 @@ describe("docker discovery", () => {
     assert.deepEqual([...(await answering(lb, 4))].sort(), ["t2-moving", "t2-steady"]);
 
     timings.remove = await timedChange(lb, () => c.remove({ force: true }), out);
+    assert.deepEqual(await apiAddresses(lb), out, "a removed container's backend is gone from GET /backends");
     await steady!.container.remove({ force: true }); // its checks cost CPU every 500 ms
     t.diagnostic(`ms from the docker call returning to the pool change: ${JSON.stringify(timings)}`);
     for (const [op, ms] of Object.entries(timings)) assert.ok(ms < 1000, `${op} took ${ms} ms to reach the pool: ${JSON.stringify(timings)}`);
@@ -316,6 +346,7 @@ describe("docker discovery", () => {
     const up = labelled.filter((c) => !stopped.includes(c) && !killed.includes(c)).concat(restarted);
     running = await Promise.all(up.map((c) => describeBackend(c.container, c.name)));
     await waitForPool(lb, running.map((c) => c.key), 10_000);
+    assert.deepEqual(await apiAddresses(lb), running.map((c) => c.key).sort());
     const seen = await answering(lb, up.length * 2);
     assert.deepEqual([...seen].sort(), up.map((c) => c.name).sort());
     // Done with them: stopping 20 containers at the end of the file costs time too.
@@ -342,7 +373,7 @@ describe("docker discovery", () => {
     assert.deepEqual([...(await answering(lb, 4))].sort(), ["t5-newcomer", "t5-survivor"]);
   });
 
-  it("starts while Docker is unreachable, says so, and discovers once it is there", async () => {
+  it("starts while Docker is unreachable, says so, keeps serving, and discovers once it is there", async () => {
     const web = await runBackend("t6-web", { labels: { "t6.enable": "true" } });
     // A socket path that does not exist yet; it will point at the engine later.
     const link = path.join(engine.dir, `later-${process.pid}.sock`);
@@ -352,8 +383,19 @@ describe("docker discovery", () => {
     assert.match(String(unreachable.err), /ENOENT/);
     assert.equal(members(lb).size, 0);
 
+    // Meanwhile the balancer serves what it has: here a backend added through the API.
+    const local = await startNamedBackend("local");
+    const added = await fetch(`${lb.api}/backends`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ address: local.address }),
+    });
+    assert.equal(added.status, 201);
+    assert.deepEqual([...(await answering(lb, 2))], ["local"]);
+
     symlinkSync(engine.socket, link);
-    await waitForPool(lb, [web.key], 10_000);
-    assert.deepEqual([...(await answering(lb, 2))], ["t6-web"]);
+    await waitForPool(lb, [local.address, web.key], 10_000);
+    assert.deepEqual(await apiBackends(lb), [[local.address, 1, "api", "up"], [web.key, 1, "docker", "up"]].sort());
+    assert.deepEqual([...(await answering(lb, 4))].sort(), ["local", "t6-web"]);
   });
 });
