@@ -1,5 +1,6 @@
 import net from "node:net";
 import { formatDuration } from "../config/duration.ts";
+import { socketErrorReason } from "../proxy/socket-errors.ts";
 
 /** Where a probe goes. BackendView satisfies it. */
 export interface ProbeTarget {
@@ -145,20 +146,3 @@ class ProbeRun implements RunningProbe {
   }
 }
 
-function socketErrorReason(err: NodeJS.ErrnoException): string {
-  switch (err.code) {
-    case "ECONNREFUSED":
-      return "connect refused";
-    case "ECONNRESET":
-    case "EPIPE":
-      return "connection reset";
-    case "EHOSTUNREACH":
-    case "ENETUNREACH":
-      return "unreachable";
-    case "ENOTFOUND":
-    case "EAI_AGAIN":
-      return "DNS lookup failed";
-    default:
-      return err.code ?? err.message;
-  }
-}

@@ -6,6 +6,7 @@ import { RateLimitedLog } from "../log/rate-limit.ts";
 import type { HostPort } from "../pool/address.ts";
 import { GLOBAL_ACTIVE, GLOBAL_RR_TICKET, type CounterView } from "../pool/counters.ts";
 import type { BackendView, Snapshot } from "../pool/pool.ts";
+import { socketErrorReason } from "./socket-errors.ts";
 
 export interface DataPlaneOptions {
   listen: HostPort;
@@ -375,7 +376,7 @@ function onBackendError(this: ProxiedSocket, err: NodeJS.ErrnoException): void {
   if (conn.backend !== this) return; // an abandoned attempt, or the client already left
   if (!conn.connected) {
     if (err.code === "EMFILE" || err.code === "ENFILE") conn.plane.outOfDescriptors(conn, err.code);
-    else conn.plane.dialFailed(conn, dialErrorReason(err));
+    else conn.plane.dialFailed(conn, socketErrorReason(err));
   } else if (!conn.clientClosed) {
     // A reset from the backend resets the client too, so the client does not mistake
     // a failure for a clean end of stream.
@@ -469,25 +470,6 @@ class DialTimeoutError extends Error {
   readonly code = "ETIMEDOUT";
   constructor() {
     super("connect timeout");
-  }
-}
-
-function dialErrorReason(err: NodeJS.ErrnoException): string {
-  switch (err.code) {
-    case "ECONNREFUSED":
-      return "connect refused";
-    case "ETIMEDOUT":
-      return "connect timeout";
-    case "ECONNRESET":
-      return "connection reset";
-    case "EHOSTUNREACH":
-    case "ENETUNREACH":
-      return "unreachable";
-    case "ENOTFOUND":
-    case "EAI_AGAIN":
-      return "DNS lookup failed";
-    default:
-      return err.code ?? err.message;
   }
 }
 
