@@ -65,7 +65,12 @@ export function createPicker(
     case "weighted":
       return new WeightedPicker(routable, previous);
     case "least_connections":
-      return new LeastConnectionsPicker(routable, context.active, previous);
+      // Patch the tree in place: a change costs O(changes · log N), not a rebuild.
+      if (previous instanceof LeastConnectionsPicker && previous.sharesCounts(context.active)) {
+        previous.update(routable);
+        return previous;
+      }
+      return new LeastConnectionsPicker(routable, context.active);
     case "ip_hash":
       // The table and any build in progress live in the picker: update it in place so a
       // change at a million backends does not start over from an empty table.
