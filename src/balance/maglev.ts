@@ -21,7 +21,8 @@ import { hashString, SEED_OFFSET, SEED_ORDER, SEED_SKIP } from "./hash.ts";
  *   the client's own probe sequence to the next filled one, which keeps shares and
  *   disruption as they were.
  * - Builds are resumable (a generator yielding every few thousand steps), so a table for
- *   a million backends is built in slices without blocking the event loop.
+ *   a million backends is built in slices without blocking the event loop, and they
+ *   reuse the buffers of earlier builds (MaglevWorkspace, the table out of service).
  */
 
 export const FILL = 0.97;
@@ -50,46 +51,118 @@ function isPrime(n: number): boolean {
   return true;
 }
 
-/** A finished table: entries index `backends`, in canonical order. */
+/**
+ * A finished table. Entries hold indices into `set`, the routable list the table was
+ * built from (so no array of views is made per build); `alive` and `indexOfSlot` are
+ * kept by the picker as the set moves on. Buffers may be longer than needed: they are
+ * reused by later builds.
+ */
 export interface MaglevTable {
+  /** Entries in use: [0, size). */
   readonly size: number;
+  /** Entry → index into `set`, or EMPTY. */
   readonly entries: Int32Array;
-  readonly backends: BackendView[];
+  /** The backends the table was built for, as given. */
+  readonly set: readonly BackendView[];
+  /** Per index into `set`: 1 while that backend is routable. All 1 when built. */
+  readonly alive: Uint8Array;
+  /** Backend slot → index into `set`, -1 for none. */
+  readonly indexOfSlot: Int32Array;
+}
+
+/**
+ * Scratch arrays of the builds, kept between builds. Allocating them afresh for every
+ * build would make each build touch new memory, and first touches are page faults: tens
+ * of MB at a million backends, which on some hosts costs hundreds of ms in one go. Here
+ * memory is allocated only when a build needs more than before, and then first touched
+ * a chunk per slice.
+ */
+export class MaglevWorkspace {
+  hash = new Uint32Array(0);
+  from = new Uint32Array(0);
+  to = new Uint32Array(0);
+  next = new Uint32Array(0);
+  skip = new Uint32Array(0);
+  weight = new Int32Array(0);
+  members = new Int32Array(0);
+  readonly counts = new Uint32Array(1 << 16);
 }
 
 /** Work units (probes, hashed keys, sorted items) between two yields of a build. */
 const STEP = 8192;
+/** Elements written between two yields when filling (and so first touching) an array. */
+const CHUNK = 1 << 16;
+
+/** Room for a set of `n`, with headroom so that growing by a few backends does not reallocate. */
+function roomFor(n: number): number {
+  return n + (n >>> 3) + 16;
+}
+
+/** `array` filled with `value` over [0, end), a chunk per yield. */
+function* fill<T extends Int32Array | Uint32Array | Uint8Array>(array: T, value: number, end: number): Generator<void, T, void> {
+  for (let at = 0; at < end; at += CHUNK) {
+    array.fill(value, at, Math.min(end, at + CHUNK));
+    yield;
+  }
+  return array;
+}
 
 /**
  * Builds the table for `set`. Yields between slices of work; returns the table. The
  * caller drives it (to completion at once for small sets, in time slices otherwise).
+ * `spare` is a table no longer in service whose buffers may be reused.
  */
-export function* buildMaglev(set: readonly BackendView[]): Generator<void, MaglevTable, void> {
+export function* buildMaglev(
+  set: readonly BackendView[],
+  work: MaglevWorkspace,
+  spare: MaglevTable | null,
+): Generator<void, MaglevTable, void> {
   const n = set.length;
   const size = tableSize(n);
-  const order = yield* canonicalOrder(set);
-  const backends: BackendView[] = new Array<BackendView>(n);
-  const next = new Uint32Array(n);
-  const skip = new Uint32Array(n);
+  if (work.hash.length < n) {
+    const room = roomFor(n);
+    // Fresh memory: first touched chunk by chunk here, not in one go later.
+    work.hash = yield* fill(new Uint32Array(room), 0, room);
+    work.from = yield* fill(new Uint32Array(room), 0, room);
+    work.to = yield* fill(new Uint32Array(room), 0, room);
+    work.next = yield* fill(new Uint32Array(room), 0, room);
+    work.skip = yield* fill(new Uint32Array(room), 0, room);
+    work.weight = yield* fill(new Int32Array(room), 0, room);
+    work.members = yield* fill(new Int32Array(room), 0, room);
+  }
+  let maxSlot = -1;
+  const order = yield* canonicalOrder(set, work);
+  const next = work.next;
+  const skip = work.skip;
+  const weight = work.weight;
   for (let i = 0; i < n; i++) {
     const b = set[order[i]!]!;
-    backends[i] = b;
-    next[i] = hashString(b.key, SEED_OFFSET) % size;
-    skip[i] = (hashString(b.key, SEED_SKIP) % (size - 1)) + 1;
+    const key = b.key;
+    next[i] = hashString(key, SEED_OFFSET) % size;
+    skip[i] = (hashString(key, SEED_SKIP) % (size - 1)) + 1;
+    weight[i] = b.weight;
+    if (b.slot > maxSlot) maxSlot = b.slot;
     if (i % STEP === STEP - 1) yield;
   }
-  const entries = new Int32Array(size);
-  for (let at = 0; at < size; at += 1 << 20) {
-    entries.fill(EMPTY, at, Math.min(size, at + (1 << 20)));
-    yield;
+  const entries = yield* fill(spare !== null && spare.entries.length >= size ? spare.entries : new Int32Array(size), EMPTY, size);
+  const alive = yield* fill(spare !== null && spare.alive.length >= n ? spare.alive : new Uint8Array(roomFor(n)), 1, n);
+  let indexOfSlot = spare?.indexOfSlot;
+  if (indexOfSlot === undefined || indexOfSlot.length <= maxSlot || indexOfSlot.length > 2 * maxSlot + 4096) {
+    indexOfSlot = new Int32Array(roomFor(maxSlot + 1));
   }
-  if (n === 0) return { size, entries, backends };
+  yield* fill(indexOfSlot, -1, indexOfSlot.length);
+  for (let k = 0; k < n; k++) {
+    indexOfSlot[set[k]!.slot] = k;
+    if (k % STEP === STEP - 1) yield;
+  }
+  const table: MaglevTable = { size, entries, set, alive, indexOfSlot };
+  if (n === 0) return table;
 
   // Weight groups, heaviest first, members in canonical order (counting sort: O(N + 1000)).
   let wmax = 0;
-  for (const b of backends) if (b.weight > wmax) wmax = b.weight;
+  for (let i = 0; i < n; i++) if (weight[i]! > wmax) wmax = weight[i]!;
   const perWeight = new Int32Array(wmax + 1);
-  for (const b of backends) perWeight[b.weight]!++;
+  for (let i = 0; i < n; i++) perWeight[weight[i]!]!++;
   let groups = 0;
   for (let w = 1; w <= wmax; w++) if (perWeight[w]! > 0) groups++;
   const groupWeight = new Int32Array(groups);
@@ -103,15 +176,16 @@ export function* buildMaglev(set: readonly BackendView[]): Generator<void, Magle
     at += perWeight[w]!;
     groupStart[++g] = at;
   }
-  const members = new Int32Array(n);
-  for (let i = 0; i < n; i++) members[startOf[backends[i]!.weight]!++] = i;
+  const members = work.members;
+  for (let i = 0; i < n; i++) members[startOf[weight[i]!]!++] = i;
+  yield;
 
   // Turns: a group of weight w gets one turn per round in which ⌊round·w/wmax⌋ grows
   // (credit += w; a turn when credit reaches wmax), every member of it one claim.
   const credit = new Int32Array(groups);
   const target = Math.max(1, Math.floor(size * FILL));
   let filled = 0;
-  let work = 0;
+  let steps = 0;
   for (;;) {
     for (let g = 0; g < groups; g++) {
       credit[g]! += groupWeight[g]!;
@@ -124,14 +198,14 @@ export function* buildMaglev(set: readonly BackendView[]): Generator<void, Magle
         while (entries[c] !== EMPTY) {
           c += s;
           if (c >= size) c -= size;
-          work++;
+          steps++;
         }
-        entries[c] = i;
+        entries[c] = order[i]!;
         c += s;
         next[i] = c >= size ? c - size : c;
-        if (++filled === target) return { size, entries, backends };
-        if (++work >= STEP) {
-          work = 0;
+        if (++filled === target) return table;
+        if (++steps >= STEP) {
+          steps = 0;
           yield;
         }
       }
@@ -142,18 +216,19 @@ export function* buildMaglev(set: readonly BackendView[]): Generator<void, Magle
 /**
  * Indices of `set` sorted by (hash of key, key): LSD radix sort on the 32-bit hash in two
  * 16-bit passes (O(N), resumable), then the rare runs of equal hashes sorted by key.
+ * Returns one of the workspace's arrays (valid over [0, N)).
  */
-function* canonicalOrder(set: readonly BackendView[]): Generator<void, Uint32Array, void> {
+function* canonicalOrder(set: readonly BackendView[], work: MaglevWorkspace): Generator<void, Uint32Array, void> {
   const n = set.length;
-  const hash = new Uint32Array(n);
+  const hash = work.hash;
   for (let i = 0; i < n; i++) {
     hash[i] = hashString(set[i]!.key, SEED_ORDER);
     if (i % STEP === STEP - 1) yield;
   }
-  let from = new Uint32Array(n);
+  let from = work.from;
   for (let i = 0; i < n; i++) from[i] = i;
-  let to = new Uint32Array(n);
-  const counts = new Uint32Array(1 << 16);
+  let to = work.to;
+  const counts = work.counts;
   for (const shift of [0, 16]) {
     counts.fill(0);
     for (let i = 0; i < n; i++) counts[(hash[i]! >>> shift) & 0xffff]!++;
