@@ -54,6 +54,8 @@ export class IpHashPicker implements Picker {
   private spare: MaglevTable | null = null;
   private readonly work = new MaglevWorkspace();
   private build: Generator<void, MaglevTable, void> | null = null;
+  /** The spare table whose buffers the build under way writes into. */
+  private buildSpare: MaglevTable | null = null;
   private sliceScheduled = false;
   private readonly words = new Uint32Array(4);
   private readonly groups = new Uint16Array(8);
@@ -72,7 +74,11 @@ export class IpHashPicker implements Picker {
     if (this.table !== null) this.follow(this.table, before, routable);
     // Nothing to route to, or the table is exact for this set: nothing to build. (An empty
     // set keeps the old table, all of it skipped, so the same set coming back costs nothing.)
-    if (this.exact() || routable.length === 0) return;
+    // A build under way has become pointless (a backend flapped down and up): drop it.
+    if (this.exact() || routable.length === 0) {
+      this.cancelBuild();
+      return;
+    }
     // A running build finishes first; install() then starts one for the newest set.
     if (this.build) return;
     this.startBuild();
@@ -182,9 +188,17 @@ export class IpHashPicker implements Picker {
   }
 
   private startBuild(): void {
-    const spare = this.spare;
+    this.buildSpare = this.spare;
     this.spare = null; // the build writes into it
-    this.build = buildMaglev(this.routable, this.work, spare);
+    this.build = buildMaglev(this.routable, this.work, this.buildSpare);
+  }
+
+  private cancelBuild(): void {
+    if (this.build === null) return;
+    this.build = null;
+    // Its buffers are reusable as they are: every build fills them afresh.
+    this.spare = this.buildSpare;
+    this.buildSpare = null;
   }
 
   private runSlice(): void {
@@ -207,6 +221,7 @@ export class IpHashPicker implements Picker {
       const step = build.next();
       if (step.done) {
         this.build = null;
+        this.buildSpare = null;
         this.install(step.value);
         return;
       }
