@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { BackendView } from "../pool/pool.ts";
 import { createPicker } from "./picker.ts";
+import { WeightedPicker } from "./weighted.ts";
 
 const ctx = { active: new Int32Array(64) };
 const views = (weights: number[]): BackendView[] =>
@@ -61,6 +62,21 @@ describe("weighted", () => {
         if (i >= total) inWindow[got[i - total]!]!--;
         if (i >= total - 1) assert.deepEqual(inWindow, weights, `window ending at ${i}, weights ${weights.join(",")}`);
       }
+    }
+  });
+
+  it("with many distinct weights (a kinetic tournament) matches nginx pick for pick too", () => {
+    const rnd = random(9);
+    for (let trial = 0; trial < 12; trial++) {
+      const n = 2 + Math.floor(rnd() * 150);
+      const spread = [3, 20, 1000][trial % 3]!;
+      const weights = Array.from({ length: n }, () => 1 + Math.floor(rnd() * spread));
+      const total = weights.reduce((a, b) => a + b, 0);
+      const picks = Math.min(2 * total + 7, 40_000);
+      // Forced on from 1 group, so small and tie-heavy sets go through it as well.
+      const picker = new WeightedPicker(views(weights), undefined, 0);
+      const got = Array.from({ length: picks }, () => picker.pick("", 0)!.slot);
+      assert.deepEqual(got, nginx(weights, picks), `weights ${weights.join(",")}`);
     }
   });
 
