@@ -202,7 +202,8 @@ export class LeastConnectionsPicker implements Picker {
       this.views = new Array<BackendView | undefined>(base).fill(undefined);
     }
     if (maxSlot >= oldLeafOfSlot.length || oldLeafOfSlot.length > 2 * maxSlot + 1024) {
-      this.leafOfSlot = new Int32Array(maxSlot + 1).fill(-1);
+      // Headroom: new backends take new slots, and growing means fresh memory.
+      this.leafOfSlot = new Int32Array(maxSlot + 1 + ((maxSlot + 1) >>> 3) + 16).fill(-1);
     } else {
       oldLeafOfSlot.fill(-1);
     }
@@ -248,7 +249,7 @@ export class LeastConnectionsPicker implements Picker {
   private fillLeaf(leaf: number, view: BackendView, last: number): void {
     if (view.slot >= this.leafOfSlot.length) {
       let length = Math.max(16, this.leafOfSlot.length);
-      while (length <= view.slot) length *= 2;
+      while (length <= view.slot) length += (length >>> 3) + 16;
       const grown = new Int32Array(length).fill(-1);
       grown.set(this.leafOfSlot);
       this.leafOfSlot = grown;

@@ -63,7 +63,12 @@ export function createPicker(
     case "round_robin":
       return new RoundRobinPicker(routable, context.tickets, context.ticketIndex);
     case "weighted":
-      return new WeightedPicker(routable, previous);
+      // Reuse the previous picker's arrays (the sequence restarts either way).
+      if (previous instanceof WeightedPicker) {
+        previous.update(routable);
+        return previous;
+      }
+      return new WeightedPicker(routable);
     case "least_connections":
       // Patch the tree in place: a change costs O(changes · log N), not a rebuild.
       if (previous instanceof LeastConnectionsPicker && previous.sharesCounts(context.active)) {

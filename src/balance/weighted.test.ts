@@ -74,7 +74,7 @@ describe("weighted", () => {
       const total = weights.reduce((a, b) => a + b, 0);
       const picks = Math.min(2 * total + 7, 40_000);
       // Forced on from 1 group, so small and tie-heavy sets go through it as well.
-      const picker = new WeightedPicker(views(weights), undefined, 0);
+      const picker = new WeightedPicker(views(weights), 0);
       const got = Array.from({ length: picks }, () => picker.pick("", 0)!.slot);
       assert.deepEqual(got, nginx(weights, picks), `weights ${weights.join(",")}`);
     }
@@ -93,6 +93,14 @@ describe("weighted", () => {
     const picker = createPicker("weighted", views([1000, 1, 1]), ctx);
     const retries = new Set([1, 2, 3].map((a) => picker.pick("", a)!.slot));
     assert.equal(retries.size, 3);
+  });
+
+  it("a new set restarts the sequence, in the same picker", () => {
+    const picker = createPicker("weighted", views([5, 1, 1]), ctx);
+    for (let i = 0; i < 4; i++) picker.pick("", 0);
+    const updated = createPicker("weighted", views([3, 3, 2]), ctx, picker);
+    assert.equal(updated, picker);
+    assert.deepEqual(Array.from({ length: 16 }, () => updated.pick("", 0)!.slot), nginx([3, 3, 2], 16));
   });
 
   it("only the routable backends take part", () => {

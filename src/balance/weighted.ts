@@ -25,36 +25,57 @@ import type { Picker } from "./picker.ts";
 export const SCAN_GROUPS = 16;
 
 export class WeightedPicker implements Picker {
-  private readonly backends: readonly BackendView[];
+  private backends: readonly BackendView[] = [];
   /** Total weight W: the sequence's period. */
-  private readonly total: number;
+  private total = 0;
   /** Picks made in the current period, 0 ≤ t < W. */
   private t = 0;
   /** Per group: its weight, its members' range in `members`, rotation pointer, min count. */
-  private readonly groupWeight: Int32Array;
-  private readonly groupStart: Int32Array;
-  private readonly groupSize: Int32Array;
-  private readonly groupNext: Int32Array;
-  private readonly groupCount: Int32Array;
-  /** Backend indices, grouped by weight, ascending inside each group. */
-  private readonly members: Int32Array;
+  private groupWeight = new Int32Array(0);
+  private groupStart = new Int32Array(0);
+  private groupSize = new Int32Array(0);
+  private groupNext = new Int32Array(0);
+  private groupCount = new Int32Array(0);
+  /** Backend indices, grouped by weight, ascending inside each group (the buffer may be longer). */
+  private members = new Int32Array(0);
+  /** Each backend's weight, read once per set (the buffer may be longer). */
+  private weights = new Int32Array(0);
   /** The tournament over the groups when there are many (null: scan them). */
-  private readonly kinetic: KineticTournament | null;
+  private kinetic: KineticTournament | null = null;
+  private readonly scanGroups: number;
   private retryCursor = 0;
 
-  constructor(backends: readonly BackendView[], previous?: Picker, scanGroups = SCAN_GROUPS) {
+  constructor(backends: readonly BackendView[], scanGroups = SCAN_GROUPS) {
+    this.scanGroups = scanGroups;
+    this.update(backends);
+  }
+
+  /**
+   * Takes a new routable set. The sequence restarts from all-zero currents (as nginx's
+   * does on reload); the arrays are reused, so a change allocates nothing but the small
+   * per-group arrays: O(N) in one pass over the views and a counting sort by weight.
+   */
+  update(backends: readonly BackendView[]): void {
     this.backends = backends;
     const n = backends.length;
-    // Counting sort by weight (1..1000) keeps index order inside each group, O(N + 1000).
+    if (this.weights.length < n) {
+      this.weights = new Int32Array(n + (n >>> 3));
+      this.members = new Int32Array(n + (n >>> 3));
+    }
+    const weights = this.weights;
     let maxWeight = 0;
     let total = 0;
-    for (const b of backends) {
-      if (b.weight > maxWeight) maxWeight = b.weight;
-      total += b.weight;
+    for (let i = 0; i < n; i++) {
+      const w = backends[i]!.weight;
+      weights[i] = w;
+      if (w > maxWeight) maxWeight = w;
+      total += w;
     }
     this.total = total;
+    this.t = 0;
+    // Counting sort by weight (1..1000) keeps index order inside each group, O(N + 1000).
     const perWeight = new Int32Array(maxWeight + 1);
-    for (const b of backends) perWeight[b.weight]!++;
+    for (let i = 0; i < n; i++) perWeight[weights[i]!]!++;
     let groups = 0;
     for (let w = 1; w <= maxWeight; w++) if (perWeight[w]! > 0) groups++;
     this.groupWeight = new Int32Array(groups);
@@ -73,10 +94,10 @@ export class WeightedPicker implements Picker {
       at += perWeight[w]!;
       g++;
     }
-    this.members = new Int32Array(n);
-    for (let i = 0; i < n; i++) this.members[offset[backends[i]!.weight]!++] = i;
-    this.kinetic = groups > scanGroups ? new KineticTournament(this) : null;
-    if (previous instanceof WeightedPicker && n > 0) this.retryCursor = previous.retryCursor % n;
+    const members = this.members;
+    for (let i = 0; i < n; i++) members[offset[weights[i]!]!++] = i;
+    this.kinetic = groups > this.scanGroups ? new KineticTournament(this) : null;
+    this.retryCursor = n > 0 ? this.retryCursor % n : 0;
   }
 
   pick(_clientIp: string, attempt: number): BackendView | undefined {

@@ -1,0 +1,16 @@
+import type { BackendView } from "../src/pool/pool.ts";
+const t = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
+const N = 1_000_000;
+const view = (i: number, w: number): BackendView => { const host = `10.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}`; return { key: `${host}:80`, host, port: 80, weight: w, slot: i }; };
+const set = Array.from({ length: N }, (_, i) => view(i, 1 + (i % 3)));
+let t0 = t();
+const tree = new Float64Array(8 * 1048576); console.log("alloc tree", (t() - t0).toFixed(1)); t0 = t();
+for (let k = 0; k < tree.length; k += 4) { tree[k] = Infinity; } console.log("touch tree", (t() - t0).toFixed(1)); t0 = t();
+const views = new Array(1048576).fill(undefined); console.log("views", (t() - t0).toFixed(1)); t0 = t();
+let m = 0; for (let i = 0; i < N; i++) { const b = set[i]!; if (b.slot > m) m = b.slot; } console.log("scan", (t() - t0).toFixed(1)); t0 = t();
+for (let i = 0; i < N; i++) views[i] = set[i]; console.log("copy", (t() - t0).toFixed(1)); t0 = t();
+const { LeastConnectionsPicker } = await import("../src/balance/least-connections.ts");
+const active = new Int32Array(new SharedArrayBuffer(4 * (N + 10)));
+t0 = t(); new LeastConnectionsPicker(set.slice(0, 1000), active); console.log("small", (t() - t0).toFixed(1));
+t0 = t(); new LeastConnectionsPicker(set, active); console.log("1M", (t() - t0).toFixed(1));
+t0 = t(); new LeastConnectionsPicker(set, active); console.log("1M again", (t() - t0).toFixed(1));
