@@ -8,7 +8,8 @@ import type { Picker, PickerContext } from "./picker.ts";
 const SLICE_MS = 8;
 /**
  * Up to this many backends the first table is built at once, whole (tens of ms at most):
- * with no table yet there is nothing consistent to serve from meanwhile.
+ * with no table yet there is nothing consistent to serve from meanwhile. Later builds of
+ * sets this small start at once (and usually end) within the change itself.
  */
 const WHOLE_FIRST_BUILD = 16_384;
 /** Entries a lookup follows before it gives up on the table (see `fallback`). */
@@ -83,7 +84,11 @@ export class IpHashPicker implements Picker {
     if (this.build) return;
     this.startBuild();
     if (this.table === null && routable.length <= WHOLE_FIRST_BUILD) this.finishBuilds();
-    else this.runSlice();
+    // A small set is rebuilt within this first slice, so it never sees the interim state;
+    // a large one takes many slices anyway: the first runs on the next turn of the event
+    // loop, so that finding the change (a linear walk) and building do not add up.
+    else if (routable.length <= WHOLE_FIRST_BUILD) this.runSlice();
+    else this.scheduleSlice();
   }
 
   /** True while a table build is under way. */
@@ -203,6 +208,10 @@ export class IpHashPicker implements Picker {
 
   private runSlice(): void {
     this.advance(SLICE_MS);
+    this.scheduleSlice();
+  }
+
+  private scheduleSlice(): void {
     if (this.build && !this.sliceScheduled) {
       this.sliceScheduled = true;
       this.schedule(() => {
@@ -230,7 +239,17 @@ export class IpHashPicker implements Picker {
   }
 
   private install(table: MaglevTable): void {
-    this.spare = this.table;
+    // The first table comes with a spare of the same size, allocated now (its pages are
+    // touched only when a build fills it, chunk by chunk). Allocating that much memory is
+    // what makes V8 collect garbage in one long pause on a large heap; better once at
+    // start-up than on the first change.
+    this.spare = this.table ?? {
+      size: table.size,
+      entries: new Int32Array(table.entries.length),
+      set: [],
+      alive: new Uint8Array(table.alive.length),
+      indexOfSlot: new Int32Array(table.indexOfSlot.length),
+    };
     this.table = table;
     this.matched = table.set.length;
     // The set may have moved on while this table was built.

@@ -92,13 +92,13 @@ export class MaglevWorkspace {
 }
 
 /** Work units (probes, hashed keys, sorted items) between two yields of a build. */
-const STEP = 8192;
+const STEP = 4096;
 /** Views read between two yields, minus one (a mask). */
-const OBJECTS = (1 << 12) - 1;
+const OBJECTS = (1 << 11) - 1;
 /** Iterations of a simple loop over typed arrays between two yields, minus one (a mask). */
-const LOOP = (1 << 16) - 1;
+const LOOP = (1 << 15) - 1;
 /** Elements written between two yields when filling (and so first touching) an array. */
-const CHUNK = 1 << 16;
+const CHUNK = 1 << 15;
 
 /** Room for a set of `n`, with headroom so that growing by a few backends does not reallocate. */
 function roomFor(n: number): number {
