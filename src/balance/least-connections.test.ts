@@ -213,6 +213,32 @@ describe("least_connections", () => {
     assert.deepEqual(order, [0, 1, 2, 3, 9, 0, 1]);
   });
 
+  it("grows into capacity prepared in the background, keeping every backend's place", () => {
+    const active = new Int32Array(50_000);
+    const tasks: Array<() => void> = [];
+    const set = Array.from({ length: 30_000 }, (_, i): BackendView => ({ key: `10.3.${i >> 8}.${i & 255}:80`, host: "h", port: 80, weight: 1 + (i % 2), slot: i }));
+    let picker = createPicker("least_connections", set, { active, schedule: (t) => tasks.push(t) });
+    // 3/4 full: twice the room is being prepared, a slice at a time.
+    assert.ok(tasks.length > 0);
+    while (tasks.length > 0) tasks.shift()!();
+    for (let i = 0; i < 30_000; i++) picker.pick("", 0); // every old backend picked once
+    const more = Array.from({ length: 4_000 }, (_, i): BackendView => ({ key: `10.4.${i >> 8}.${i & 255}:80`, host: "h", port: 80, weight: 1, slot: 30_000 + i }));
+    picker = createPicker("least_connections", [...set, ...more], { active }, picker);
+    assert.equal((picker as LeastConnectionsPicker).size, 34_000);
+    // The newcomers were never picked: they come first, each once; then the old ones.
+    const first = new Set(Array.from({ length: 4_000 }, () => picker.pick("", 0)!.slot));
+    assert.equal(first.size, 4_000);
+    assert.ok([...first].every((slot) => slot >= 30_000));
+    assert.equal(picker.pick("", 0)!.slot, 0);
+    // And it still finds the minimum as connections come and go.
+    const rnd = random(3);
+    for (let step = 0; step < 3000; step++) {
+      if (rnd() < 0.3) Atomics.add(active, Math.floor(rnd() * 34_000), 1);
+      const b = open(picker, active);
+      assert.equal(active[b.slot]! - 1, 0, `step ${step}: a backend with connections was picked while idle ones remain`);
+    }
+  });
+
   it("ignores a close for a slot it does not hold", () => {
     const active = new Int32Array(64);
     const picker = createPicker("least_connections", views([1, 1]), { active });

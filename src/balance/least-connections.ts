@@ -32,6 +32,43 @@ import type { Picker } from "./picker.ts";
  * it — and no backend is ever handed out on a stale low count, because the winner is
  * re-read. Two threads picking at the same instant may both choose the same idle backend.
  */
+/** From this capacity on, the arrays for the next one are prepared ahead (prepareGrowth). */
+const GROW_AHEAD_FROM = 1 << 15;
+/** Longest a slice of that preparation holds the event loop, in ms. */
+const SLICE_MS = 4;
+
+interface Spare {
+  readonly base: number;
+  ready: boolean;
+  readonly tree: Float64Array<ArrayBuffer>;
+  readonly weight: Int32Array<ArrayBuffer>;
+  readonly active: Int32Array<ArrayBuffer>;
+  readonly free: Int32Array<ArrayBuffer>;
+}
+
+/**
+ * Views by leaf, in chunks of 32,768: growing adds chunks instead of copying one large
+ * array into another (fresh memory, touched all at once).
+ */
+class ViewSlots {
+  private readonly chunks: Array<Array<BackendView | undefined>> = [];
+
+  get(i: number): BackendView | undefined {
+    return this.chunks[i >>> 15]![i & 32767];
+  }
+
+  set(i: number, view: BackendView | undefined): void {
+    this.chunks[i >>> 15]![i & 32767] = view;
+  }
+
+  /** Room for leaves [0, size), nothing past it. */
+  resize(size: number): void {
+    const chunks = Math.ceil(size / 32768);
+    while (this.chunks.length < chunks) this.chunks.push(new Array<BackendView | undefined>(32768).fill(undefined));
+    this.chunks.length = chunks;
+  }
+}
+
 export class LeastConnectionsPicker implements Picker {
   private readonly shared: Int32Array;
   /** The routable list this tree reflects, to diff the next one against. */
@@ -50,7 +87,7 @@ export class LeastConnectionsPicker implements Picker {
    */
   private tree = new Float64Array(8);
   /** Per leaf: its view (undefined when empty), weight and last-read shared count. */
-  private views: Array<BackendView | undefined> = [];
+  private readonly views = new ViewSlots();
   private weight = new Int32Array(1);
   private active = new Int32Array(1);
   /** slot → leaf, -1 where this picker has no backend on that slot. */
@@ -67,8 +104,15 @@ export class LeastConnectionsPicker implements Picker {
   private cursor = 0;
   private scrub = 0;
 
-  constructor(backends: readonly BackendView[], shared: Int32Array) {
+  private readonly schedule: (task: () => void) => void;
+  private readonly now: () => number;
+  /** Arrays for twice the capacity, being prepared in the background (see prepareGrowth). */
+  private spare: Spare | null = null;
+
+  constructor(backends: readonly BackendView[], shared: Int32Array, schedule?: (task: () => void) => void, now?: () => number) {
     this.shared = shared;
+    this.schedule = schedule ?? ((task) => void setImmediate(task).unref());
+    this.now = now ?? (() => performance.now());
     this.rebuild(backends);
   }
 
@@ -93,6 +137,8 @@ export class LeastConnectionsPicker implements Picker {
     const limit = 64 + (Math.max(this.routable.length, next.length) >>> 3);
     const diff = diffRoutable(this.routable, next, (view) => this.holds(view), limit);
     const n = diff === null ? 0 : this.n - diff.removed.length + diff.added.length;
+    // Out of room, with twice the room ready: grow into it (O(N) copying, no rebuild).
+    if (diff !== null && n > this.base && n <= 2 * this.base && this.spare?.ready === true && this.spare.base === 2 * this.base) this.grow();
     // Too many changes, out of room, or mostly empty: lay the leaves out afresh (O(N)).
     if (diff === null || n > this.base || (this.base > 1024 && n < this.base >>> 3)) {
       this.rebuild(next);
@@ -104,7 +150,7 @@ export class LeastConnectionsPicker implements Picker {
     for (let k = 0; k < diff.renewed.length; k++) {
       const view = diff.renewed[k]!;
       const leaf = this.leafOfSlot[view.slot]!;
-      views[leaf] = view;
+      views.set(leaf, view);
       if (view.weight !== this.weight[leaf]) changed.push(leaf);
     }
     const touched = diff.removed.length + diff.added.length + changed.length;
@@ -116,7 +162,7 @@ export class LeastConnectionsPicker implements Picker {
       if (paths) this.settle(leaf);
     }
     for (const leaf of changed) {
-      this.weight[leaf] = views[leaf]!.weight;
+      this.weight[leaf] = views.get(leaf)!.weight;
       this.tree[4 * (this.base + leaf)] = this.active[leaf]! / this.weight[leaf]!;
       if (paths) this.settle(leaf);
     }
@@ -129,6 +175,7 @@ export class LeastConnectionsPicker implements Picker {
     if (!paths) this.pullAll();
     if (this.scrub >= this.top) this.scrub = 0;
     if (this.cursor >= this.top) this.cursor = 0;
+    this.prepareGrowth();
   }
 
   pick(_clientIp: string, attempt: number): BackendView | undefined {
@@ -143,7 +190,7 @@ export class LeastConnectionsPicker implements Picker {
     this.tree[4 * (this.base + chosen) + 1] = ++this.seq;
     this.pending = chosen;
     this.cursor = chosen + 1 === this.top ? 0 : chosen + 1;
-    return this.views[chosen];
+    return this.views.get(chosen);
   }
 
   connectionOpened(slot: number): void {
@@ -158,7 +205,7 @@ export class LeastConnectionsPicker implements Picker {
   private holds(view: BackendView): boolean {
     if (view.slot >= this.leafOfSlot.length) return false;
     const leaf = this.leafOfSlot[view.slot]!;
-    return leaf >= 0 && this.views[leaf]!.key === view.key;
+    return leaf >= 0 && this.views.get(leaf)!.key === view.key;
   }
 
   /**
@@ -188,19 +235,21 @@ export class LeastConnectionsPicker implements Picker {
       if (slot < oldLeafOfSlot.length) {
         const leaf = oldLeafOfSlot[slot]!;
         if (leaf >= 0) {
-          const was = oldViews[leaf]!;
+          const was = oldViews.get(leaf)!;
           if (was === b || was.key === b.key) seen = oldTree[4 * (oldBase + leaf) + 1]!;
         }
       }
       last[i] = seen;
     }
     if (base !== oldBase || oldTree.length !== 8 * base) {
-      this.tree = new Float64Array(8 * base);
-      this.weight = new Int32Array(base);
-      this.active = new Int32Array(base);
-      this.free = new Int32Array(base);
-      this.views = new Array<BackendView | undefined>(base).fill(undefined);
+      const spare = this.spare?.base === base && this.spare.ready ? this.spare : null;
+      this.tree = spare?.tree ?? new Float64Array(8 * base);
+      this.weight = spare?.weight ?? new Int32Array(base);
+      this.active = spare?.active ?? new Int32Array(base);
+      this.free = spare?.free ?? new Int32Array(base);
+      this.spare = null;
     }
+    this.views.resize(base);
     if (maxSlot >= oldLeafOfSlot.length || oldLeafOfSlot.length > 2 * maxSlot + 1024) {
       // Headroom: new backends take new slots, and growing means fresh memory.
       this.leafOfSlot = new Int32Array(maxSlot + 1 + ((maxSlot + 1) >>> 3) + 16).fill(-1);
@@ -220,7 +269,7 @@ export class LeastConnectionsPicker implements Picker {
       const slot = b.slot;
       const count = Atomics.load(shared, slot);
       const a = count < 0 ? 0 : count;
-      views[i] = b;
+      views.set(i, b);
       weight[i] = b.weight;
       active[i] = a;
       leafOfSlot[slot] = i;
@@ -230,7 +279,7 @@ export class LeastConnectionsPicker implements Picker {
       tree[at + 2] = i;
     }
     for (let i = n; i < base; i++) {
-      views[i] = undefined;
+      views.set(i, undefined);
       const at = 4 * (base + i);
       tree[at] = Infinity;
       tree[at + 1] = 0;
@@ -244,6 +293,74 @@ export class LeastConnectionsPicker implements Picker {
     this.pullAll();
     if (this.scrub >= this.top) this.scrub = 0;
     if (this.cursor >= this.top) this.cursor = 0;
+    this.prepareGrowth();
+  }
+
+  /**
+   * Doubles the capacity using the arrays prepared in the background: the old tree
+   * becomes the new root's left subtree (node k at depth d moves to k + 2^d, a copy per
+   * level), leaves keep their indices, so nothing else moves. O(N) copying of memory
+   * already touched: a few ms at a million backends, where allocating and filling new
+   * arrays on the spot costs hundreds (first touches of fresh memory are page faults).
+   */
+  private grow(): void {
+    const spare = this.spare!;
+    const old = this.tree;
+    const oldBase = this.base;
+    for (let d = 1; d <= oldBase; d <<= 1) spare.tree.set(old.subarray(4 * d, 8 * d), 8 * d);
+    spare.weight.set(this.weight);
+    spare.active.set(this.active);
+    spare.free.set(this.free.subarray(0, this.freeCount));
+    this.tree = spare.tree;
+    this.weight = spare.weight;
+    this.active = spare.active;
+    this.free = spare.free;
+    this.base = spare.base;
+    this.views.resize(this.base);
+    this.spare = null;
+    this.pull(1);
+  }
+
+  /**
+   * Once the tree is three quarters full (and large), allocates the arrays for twice the
+   * capacity and touches them a slice at a time on the event loop, so that growing later
+   * (grow) finds them ready. The tree's new nodes start empty, as grow expects.
+   */
+  private prepareGrowth(): void {
+    const base = 2 * this.base;
+    if (this.base < GROW_AHEAD_FROM || this.n <= (this.base >>> 2) * 3 || this.spare?.base === base) return;
+    const spare: Spare = {
+      base,
+      ready: false,
+      tree: new Float64Array(8 * base),
+      weight: new Int32Array(base),
+      active: new Int32Array(base),
+      free: new Int32Array(base),
+    };
+    this.spare = spare;
+    let node = 0;
+    const slice = () => {
+      if (this.spare !== spare) return; // superseded
+      const deadline = this.now() + SLICE_MS;
+      while (node < 2 * base && this.now() < deadline) {
+        const end = Math.min(2 * base, node + 16_384);
+        for (let k = node; k < end; k++) {
+          spare.tree[4 * k] = Infinity;
+          spare.tree[4 * k + 2] = -1;
+        }
+        // The leaf arrays, touched alongside (their values are all written by grow).
+        if (node < base) {
+          const to = Math.min(base, end);
+          spare.weight.fill(0, node, to);
+          spare.active.fill(0, node, to);
+          spare.free.fill(0, node, to);
+        }
+        node = end;
+      }
+      if (node < 2 * base) this.schedule(slice);
+      else spare.ready = true;
+    };
+    this.schedule(slice);
   }
 
   private fillLeaf(leaf: number, view: BackendView, last: number): void {
@@ -254,7 +371,7 @@ export class LeastConnectionsPicker implements Picker {
       grown.set(this.leafOfSlot);
       this.leafOfSlot = grown;
     }
-    this.views[leaf] = view;
+    this.views.set(leaf, view);
     this.weight[leaf] = view.weight;
     const active = this.read(view.slot);
     this.active[leaf] = active;
@@ -266,7 +383,7 @@ export class LeastConnectionsPicker implements Picker {
   }
 
   private clearLeaf(leaf: number, slot: number): void {
-    this.views[leaf] = undefined;
+    this.views.set(leaf, undefined);
     this.leafOfSlot[slot] = -1;
     const at = 4 * (this.base + leaf);
     this.tree[at] = Infinity;
@@ -323,7 +440,7 @@ export class LeastConnectionsPicker implements Picker {
 
   /** Re-reads a leaf's shared count; returns whether it changed (the tree then is updated). */
   private refresh(leaf: number): boolean {
-    const view = this.views[leaf];
+    const view = this.views.get(leaf);
     if (view === undefined) return false;
     const now = this.read(view.slot);
     if (now === this.active[leaf]) return false;

@@ -75,7 +75,7 @@ export function createPicker(
         previous.update(routable);
         return previous;
       }
-      return new LeastConnectionsPicker(routable, context.active);
+      return new LeastConnectionsPicker(routable, context.active, context.schedule, context.now);
     case "ip_hash":
       // The table and any build in progress live in the picker: update it in place so a
       // change at a million backends does not start over from an empty table.
