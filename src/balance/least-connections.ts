@@ -61,11 +61,18 @@ class ViewSlots {
     this.chunks[i >>> 15]![i & 32767] = view;
   }
 
+  /** Adds one chunk towards room for `size` leaves; returns whether there is room now. */
+  reserve(size: number): boolean {
+    if (this.chunks.length * 32768 >= size) return true;
+    this.chunks.push(new Array<BackendView | undefined>(32768).fill(undefined));
+    return false;
+  }
+
   /** Room for leaves [0, size), nothing past it. */
   resize(size: number): void {
     const chunks = Math.ceil(size / 32768);
     while (this.chunks.length < chunks) this.chunks.push(new Array<BackendView | undefined>(32768).fill(undefined));
-    this.chunks.length = chunks;
+    if (this.chunks.length > chunks) this.chunks.length = chunks;
   }
 }
 
@@ -249,7 +256,7 @@ export class LeastConnectionsPicker implements Picker {
       this.free = spare?.free ?? new Int32Array(base);
       this.spare = null;
     }
-    this.views.resize(base);
+    this.views.resize(Math.max(base, this.spare?.base ?? 0));
     if (maxSlot >= oldLeafOfSlot.length || oldLeafOfSlot.length > 2 * maxSlot + 1024) {
       // Headroom: new backends take new slots, and growing means fresh memory.
       this.leafOfSlot = new Int32Array(maxSlot + 1 + ((maxSlot + 1) >>> 3) + 16).fill(-1);
@@ -357,7 +364,9 @@ export class LeastConnectionsPicker implements Picker {
         }
         node = end;
       }
-      if (node < 2 * base) this.schedule(slice);
+      // Room for the views too, a chunk per slice (chunks past the capacity are unused).
+      const viewsReady = this.views.reserve(base);
+      if (node < 2 * base || !viewsReady) this.schedule(slice);
       else spare.ready = true;
     };
     this.schedule(slice);
