@@ -120,7 +120,7 @@ export class IpHashPicker implements Picker {
     let at = h1 % size;
     for (let probes = 0; probes < MAX_PROBES * (want + 1); probes++) {
       const e = entries[at]!;
-      if (e !== EMPTY && alive[e] === 1) {
+      if (e !== EMPTY && (alive[e >>> 5]! >>> (e & 31)) & 1) {
         let repeat = false;
         for (let k = 0; k < found; k++) {
           if (this.seen[k] === e) {
@@ -171,7 +171,7 @@ export class IpHashPicker implements Picker {
     if (from === to) return;
     const diff = diffRoutable(from, to, (view) => {
       const e = this.indexIn(table, view);
-      return e >= 0 && table.alive[e] === 1;
+      return e >= 0 && ((table.alive[e >>> 5]! >>> (e & 31)) & 1) === 1;
     })!;
     const built = (e: number, view: BackendView) => (table.set[e]!.weight === view.weight ? 1 : 0);
     for (let k = 0; k < diff.renewed.length; k++) {
@@ -181,13 +181,13 @@ export class IpHashPicker implements Picker {
     for (const view of diff.removed) {
       const e = this.indexIn(table, view);
       if (e < 0) continue;
-      table.alive[e] = 0;
+      table.alive[e >>> 5]! &= ~(1 << (e & 31));
       this.matched -= built(e, view);
     }
     for (const view of diff.added) {
       const e = this.indexIn(table, view);
       if (e < 0) continue;
-      table.alive[e] = 1;
+      table.alive[e >>> 5]! |= 1 << (e & 31);
       this.matched += built(e, view);
     }
   }
@@ -247,7 +247,7 @@ export class IpHashPicker implements Picker {
       size: table.size,
       entries: new Int32Array(table.entries.length),
       set: [],
-      alive: new Uint8Array(table.alive.length),
+      alive: new Int32Array(table.alive.length),
       indexOfSlot: new Int32Array(table.indexOfSlot.length),
     };
     this.table = table;

@@ -64,8 +64,12 @@ export interface MaglevTable {
   readonly entries: Int32Array;
   /** The backends the table was built for, as given. */
   readonly set: readonly BackendView[];
-  /** Per index into `set`: 1 while that backend is routable. All 1 when built. */
-  readonly alive: Uint8Array;
+  /**
+   * One bit per index into `set`: set while that backend is routable (all set when
+   * built). Bits rather than bytes: at millions of backends it stays in cache, and a
+   * lookup reads it for every pick.
+   */
+  readonly alive: Int32Array;
   /** Backend slot → index into `set`, -1 for none. */
   readonly indexOfSlot: Int32Array;
 }
@@ -165,7 +169,8 @@ export function* buildMaglev(
   if (work.occupied.length < words) work.occupied = new Int32Array(words);
   const occupied = yield* fill(work.occupied, 0, words);
   const entries = yield* fill(spare !== null && spare.entries.length >= size ? spare.entries : new Int32Array(size), EMPTY, size);
-  const alive = yield* fill(spare !== null && spare.alive.length >= n ? spare.alive : new Uint8Array(roomFor(n)), 1, n);
+  const aliveWords = (n + 31) >>> 5;
+  const alive = yield* fill(spare !== null && spare.alive.length >= aliveWords ? spare.alive : new Int32Array(roomFor(aliveWords)), -1, aliveWords);
   let indexOfSlot = spare?.indexOfSlot;
   if (indexOfSlot === undefined || indexOfSlot.length <= maxSlot || indexOfSlot.length > 2 * maxSlot + 4096) {
     indexOfSlot = new Int32Array(roomFor(maxSlot + 1));
