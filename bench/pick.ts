@@ -79,26 +79,34 @@ new PerformanceObserver((list) => {
 }).observe({ entryTypes: ["gc"] });
 const loopDelay = monitorEventLoopDelay({ resolution: 1 });
 
-/** Context whose background slices run on the event loop, each one timed. */
-function benchContext(active: Int32Array): PickerContext & { slices: number[] } {
+/** Context whose background slices run on the event loop, each one timed and counted. */
+function benchContext(active: Int32Array): PickerContext & { slices: number[]; pending: { count: number } } {
   const slices: number[] = [];
+  const pending = { count: 0 };
   return {
     active,
     slices,
-    schedule: (task) =>
-      void setImmediate(() => {
+    pending,
+    schedule: (task) => {
+      pending.count++;
+      setImmediate(() => {
+        pending.count--;
         const t0 = cpuMs();
         task();
         slices.push(cpuMs() - t0);
-      }),
+      });
+    },
   };
 }
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-/** Waits (on the event loop) until an ip_hash picker has its table in service. */
-async function settled(picker: Picker): Promise<void> {
-  while (picker instanceof IpHashPicker && picker.building) await nextTurn();
+/**
+ * Waits (on the event loop) until the picker's background work is done: an ip_hash table
+ * in service, least_connections' next capacity prepared.
+ */
+async function settled(picker: Picker, pending: { count: number }): Promise<void> {
+  while ((picker instanceof IpHashPicker && picker.building) || pending.count > 0) await nextTurn();
 }
 
 /**
@@ -174,7 +182,7 @@ async function benchOne(algorithm: Algorithm, label: string, set: BackendView[],
   let t0 = cpuMs();
   let picker = createPicker(algorithm, set, ctx);
   const firstSync = cpuMs() - t0;
-  await settled(picker);
+  await settled(picker, ctx.pending);
   const build = cpuMs() - t0;
   const longestBuildSlice = Math.max(firstSync, ...ctx.slices);
   const bytes = n >= 10_000 ? (memory() - before) / n : NaN;
@@ -217,12 +225,12 @@ async function benchOne(algorithm: Algorithm, label: string, set: BackendView[],
         // ≥ 1M backends only "add" is rebuilt: the others rebuild the same table size; the
         // hold is the synchronous part and the first slice, and going back to the measured
         // set drops that build.)
-        await settled(picker);
+        await settled(picker, ctx.pending);
         totals[v]!.push(cpuMs() - t0);
       }
       holds[v]!.push(Math.max(sync, ...ctx.slices));
       picker = createPicker(algorithm, set, ctx, picker);
-      await settled(picker);
+      await settled(picker, ctx.pending);
     }
   }
   const changes = variants.map((_, v) => {
