@@ -3,16 +3,23 @@
  *
  *   make bench            (node --expose-gc --max-old-space-size=20000 bench/pick.ts)
  *   node … bench/pick.ts --max 100000     only up to 100,000 backends
+ *   node … bench/pick.ts --min 10000000 --only ip_hash,weighted     some rows only
  *
  * Per algorithm and N it prints: ns per pick (median of 5 runs), the seed's published
  * figure and the speed-up; the time one change takes to apply (add, remove, weight change,
  * health flip) — for ip_hash the event-loop block and, after the slash, the time until the
  * rebuilt table is in service; and the pickers' memory per backend.
- * Times are this process's CPU time (the machine is shared; wall time would count other
- * processes' work), so "block" means CPU time spent in one go on the event loop.
+ * Times are the process's CPU time (the machine is shared; wall time would count other
+ * processes' work), so "hold" means CPU time spent in one go on the event loop. Changes
+ * are applied from the event loop, ip_hash builds run in its real slices (setImmediate),
+ * and every row also reports the longest garbage-collection pause (PerformanceObserver)
+ * and the longest event-loop delay (monitorEventLoopDelay, wall time: on a busy machine
+ * it includes time the process was not scheduled at all).
  * least_connections is timed per connection: pick + count the open + close an older one
  * (1,000 held), since its tree moves on every open and close.
  */
+import os from "node:os";
+import { constants, monitorEventLoopDelay, PerformanceObserver, type PerformanceEntry } from "node:perf_hooks";
 import { createPicker, type Picker, type PickerContext } from "../src/balance/picker.ts";
 import { IpHashPicker } from "../src/balance/ip-hash.ts";
 import type { Algorithm } from "../src/config/schema.ts";
@@ -34,7 +41,10 @@ const RUNS = 5;
 const HELD = 1000;
 
 const args = process.argv.slice(2);
-const max = args.includes("--max") ? Number(args[args.indexOf("--max") + 1]) : Infinity;
+const option = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
+const max = Number(option("--max") ?? Infinity);
+const min = Number(option("--min") ?? 0);
+const only = option("--only")?.split(",");
 const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
 
 function view(i: number, weight: number): BackendView {
@@ -59,24 +69,51 @@ function median(values: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-/** Context whose background slices are recorded and run by the benchmark itself. */
-function benchContext(active: Int32Array): PickerContext & { tasks: Array<() => void> } {
-  const tasks: Array<() => void> = [];
-  return { active, tasks, schedule: (t) => tasks.push(t) };
-}
-
-/** Runs queued build slices; returns the longest one in ms. */
-function drain(tasks: Array<() => void>): number {
-  let longest = 0;
-  while (tasks.length > 0) {
-    const t0 = cpuMs();
-    tasks.shift()!();
-    longest = Math.max(longest, cpuMs() - t0);
+/** Longest GC pause since the last reset, in ms (not counting the ones the bench forces). */
+let gcPause = 0;
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    const flags = (entry as PerformanceEntry & { detail?: { flags?: number } }).detail?.flags ?? 0;
+    if ((flags & constants.NODE_PERFORMANCE_GC_FLAGS_FORCED) === 0) gcPause = Math.max(gcPause, entry.duration);
   }
-  return longest;
+}).observe({ entryTypes: ["gc"] });
+const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+
+/** Context whose background slices run on the event loop, each one timed and counted. */
+function benchContext(active: Int32Array): PickerContext & { slices: number[]; pending: { count: number } } {
+  const slices: number[] = [];
+  const pending = { count: 0 };
+  return {
+    active,
+    slices,
+    pending,
+    schedule: (task) => {
+      pending.count++;
+      setImmediate(() => {
+        pending.count--;
+        const t0 = cpuMs();
+        task();
+        slices.push(cpuMs() - t0);
+      });
+    },
+  };
 }
 
-/** CPU milliseconds of this process: the machine is shared, so wall time would count others' work. */
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * Waits (on the event loop) until the picker's background work is done: an ip_hash table
+ * in service, least_connections' next capacity prepared.
+ */
+async function settled(picker: Picker, pending: { count: number }): Promise<void> {
+  while ((picker instanceof IpHashPicker && picker.building) || pending.count > 0) await nextTurn();
+}
+
+/**
+ * CPU milliseconds of this process: the machine is shared, so wall time would count other
+ * processes' work. (Of the process, not the thread: the thread clock is too coarse here.
+ * It includes V8's helper threads, so a hold can only be overstated.)
+ */
 function cpuMs(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
@@ -120,6 +157,8 @@ interface Row {
   build: string;
   changes: string[];
   bytes: number;
+  gc: number;
+  delay: number;
 }
 
 function fmtMs(ms: number): string {
@@ -135,16 +174,17 @@ function memory(): number {
   return m.heapUsed + m.arrayBuffers;
 }
 
-function benchOne(algorithm: Algorithm, label: string, set: BackendView[], seed: number): Row {
+async function benchOne(algorithm: Algorithm, label: string, set: BackendView[], seed: number): Promise<Row> {
   const n = set.length;
   const active = new Int32Array(new SharedArrayBuffer(4 * (n + 1)));
   const ctx = benchContext(active);
   const before = memory();
   let t0 = cpuMs();
   let picker = createPicker(algorithm, set, ctx);
-  let sync = cpuMs() - t0;
-  const longestBuildSlice = drain(ctx.tasks);
+  const firstSync = cpuMs() - t0;
+  await settled(picker, ctx.pending);
   const build = cpuMs() - t0;
+  const longestBuildSlice = Math.max(firstSync, ...ctx.slices);
   const bytes = n >= 10_000 ? (memory() - before) / n : NaN;
 
   const picks = n >= 1_000_000 ? 200_000 : 1_000_000;
@@ -152,7 +192,8 @@ function benchOne(algorithm: Algorithm, label: string, set: BackendView[], seed:
   const runs: number[] = [];
   for (let r = 0; r < RUNS; r++) runs.push(timePicks(algorithm, picker, active, picks));
 
-  // One change of each kind, applied to the picker in service (as the data plane does).
+  // One change of each kind, applied to the picker in service (as the data plane does),
+  // from the event loop; then back to the measured set.
   const mid = Math.floor(n / 2);
   const changed = (f: (s: BackendView[]) => BackendView[]) => f(set.slice());
   const variants: Array<[string, BackendView[]]> = [
@@ -161,55 +202,69 @@ function benchOne(algorithm: Algorithm, label: string, set: BackendView[], seed:
     ["weight", changed((s) => ((s[mid] = { ...s[mid]!, weight: s[mid]!.weight + 1 }), s))],
     ["health", changed((s) => (s.splice(mid + 1, 1), s))],
   ];
-  const changes: string[] = [];
-  for (const [kind, next] of variants) {
-    // Full ip_hash rebuilds at a million backends and more take long: time one (add).
-    if (algorithm === "ip_hash" && ((n >= 1_000_000 && kind !== "add") || n >= 10_000_000)) {
+  // Each change is applied REPEAT times (median), except the full ip_hash rebuilds at
+  // ≥ 1M backends, which take seconds each.
+  const repeat = algorithm === "ip_hash" && n >= 1_000_000 ? 1 : 3;
+  const holds: number[][] = variants.map(() => []);
+  const totals: number[][] = variants.map(() => []);
+  gc();
+  await nextTurn();
+  await nextTurn(); // the forced collection's entry is delivered by now
+  gcPause = 0;
+  loopDelay.reset();
+  loopDelay.enable();
+  for (let r = 0; r < repeat; r++) {
+    for (const [v, [kind, next]] of variants.entries()) {
+      await nextTurn();
+      ctx.slices.length = 0;
       t0 = cpuMs();
       picker = createPicker(algorithm, next, ctx, picker);
-      sync = cpuMs() - t0;
-      changes.push(`${fmtMs(sync)} / ≈ add`);
-      (picker as IpHashPicker).update(set);
-      ctx.tasks.length = 0;
-      continue;
+      const sync = cpuMs() - t0;
+      if (algorithm === "ip_hash" && !(n >= 1_000_000 && kind !== "add")) {
+        // ip_hash: until the rebuilt table is in service, in slices on the event loop. (At
+        // ≥ 1M backends only "add" is rebuilt: the others rebuild the same table size; the
+        // hold is the synchronous part and the first slice, and going back to the measured
+        // set drops that build.)
+        await settled(picker, ctx.pending);
+        totals[v]!.push(cpuMs() - t0);
+      }
+      holds[v]!.push(Math.max(sync, ...ctx.slices));
+      picker = createPicker(algorithm, set, ctx, picker);
+      await settled(picker, ctx.pending);
     }
-    t0 = cpuMs();
-    picker = createPicker(algorithm, next, ctx, picker);
-    sync = cpuMs() - t0;
-    if (algorithm === "ip_hash") {
-      const longest = drain(ctx.tasks);
-      const total = cpuMs() - t0;
-      changes.push(`${fmtMs(Math.max(sync, longest))} / ${fmtMs(total)}`);
-    } else {
-      changes.push(fmtMs(sync));
-    }
-    picker = createPicker(algorithm, set, ctx, picker); // back to the measured set
-    drain(ctx.tasks);
   }
+  const changes = variants.map((_, v) => {
+    const hold = fmtMs(median(holds[v]!));
+    if (algorithm !== "ip_hash") return fmtMs(median(holds[v]!));
+    return totals[v]!.length > 0 ? `${hold} / ${fmtMs(median(totals[v]!))}` : `${hold} / ≈ ${variants[0]![0]}`;
+  });
+  loopDelay.disable();
   const buildText = algorithm === "ip_hash" ? `${fmtMs(longestBuildSlice)} / ${fmtMs(build)}` : fmtMs(build);
-  return { n, algorithm: label, ns: median(runs), seed, build: buildText, changes, bytes };
+  return { n, algorithm: label, ns: median(runs), seed, build: buildText, changes, bytes, gc: gcPause, delay: loopDelay.max / 1e6 };
 }
 
 function format(r: Row): string {
   const speedup = r.seed / r.ns;
   const x = speedup >= 100 ? `${Math.round(speedup).toLocaleString("en")}×` : `${speedup.toFixed(1)}×`;
-  return `| ${r.n.toLocaleString("en")} | ${r.algorithm} | ${r.ns.toFixed(0)} | ${r.seed.toLocaleString("en")} | ${x} | ${r.build} | ${r.changes.join(" | ")} | ${Number.isNaN(r.bytes) ? "—" : r.bytes.toFixed(0)} |`;
+  return `| ${r.n.toLocaleString("en")} | ${r.algorithm} | ${r.ns.toFixed(0)} | ${r.seed.toLocaleString("en")} | ${x} | ${r.build} | ${r.changes.join(" | ")} | ${Number.isNaN(r.bytes) ? "—" : r.bytes < 1 ? "≈0" : r.bytes.toFixed(0)} | ${fmtMs(r.gc)} | ${fmtMs(r.delay)} |`;
 }
 
 // Rows are printed as they complete, so a long run can be read (or cut short) as it goes.
-console.log("| backends | algorithm | ns/pick | seed ns/pick | speed-up | build ms | add ms | remove ms | weight ms | health flip ms | bytes/backend |");
-console.log("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+console.log("| backends | algorithm | ns/pick | seed ns/pick | speed-up | build ms | add ms | remove ms | weight ms | health flip ms | bytes/backend | GC pause ms | loop delay ms |");
+console.log("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
 const started = performance.now();
 for (const n of SIZES) {
   if (n > max) break;
+  if (n < min) continue;
   const set = backends(n, (i) => 1 + (i % 3));
   for (const [a, algorithm] of ALGORITHMS.entries()) {
+    if (only && !only.includes(algorithm)) continue;
     process.stderr.write(`N=${n} ${algorithm}…\n`);
-    console.log(format(benchOne(algorithm, algorithm, set, SEED[n]![a])));
+    console.log(format(await benchOne(algorithm, algorithm, set, SEED[n]![a])));
   }
-  if (n === 100_000) {
+  if (n === 100_000 && (!only || only.includes("weighted"))) {
     process.stderr.write(`N=${n} weighted, 1000 distinct weights…\n`);
-    console.log(format(benchOne("weighted", "weighted, 1000 distinct weights", backends(n, (i) => 1 + (i % 1000)), SEED[n]![2])));
+    console.log(format(await benchOne("weighted", "weighted, 1000 distinct weights", backends(n, (i) => 1 + (i % 1000)), SEED[n]![2])));
   }
 }
-console.log(`\nnode ${process.version}, ${((performance.now() - started) / 1000).toFixed(0)} s in all`);
+console.log(`\nnode ${process.version}, ${((performance.now() - started) / 1000).toFixed(0)} s in all; load average at the end ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`);

@@ -167,8 +167,50 @@ describe("ip_hash", () => {
       if (first[i] !== gone) assert.equal(now, first[i], "clients of other backends stay put meanwhile");
       else assert.notEqual(now, gone);
     }
+    // It comes back before the build is done: the table in service is exact again, so
+    // the build is dropped.
+    picker.update(set);
+    assert.ok(!picker.building);
+    for (let i = 0; i < 2000; i++) assert.equal(picker.pick(ips[i]!, 0), first[i]);
     while (tasks.length > 0) tasks.shift()!();
     assert.ok(!picker.building);
+    // And the next build reuses the dropped one's buffers without a trace of it.
+    picker.update(set.filter((b) => b !== gone));
+    picker.finishBuilds();
+    const fresh = built(set.filter((b) => b !== gone));
+    for (let i = 0; i < 2000; i++) assert.equal(picker.pick(ips[i]!, 0)!.key, fresh.pick(ips[i]!, 0)!.key);
+  });
+
+  it("follows any sequence of changes to the same table a fresh build makes, never picking a backend that left", () => {
+    let x = 5;
+    const rnd = () => ((x = (Math.imul(x, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+    let nextId = 200;
+    const newcomer = (): BackendView => {
+      const id = nextId++;
+      return { key: `10.1.${id >> 8}.${id & 255}:8080`, host: `10.1.${id >> 8}.${id & 255}`, port: 8080, weight: 1 + (id % 2), slot: id };
+    };
+    let set = views(120, (i) => 1 + (i % 3));
+    const picker = createPicker("ip_hash", set, ctx) as IpHashPicker;
+    const sample = ips.slice(0, 1500);
+    for (let round = 0; round < 40; round++) {
+      const next = set.slice();
+      for (let c = 1 + Math.floor(rnd() * 4); c > 0; c--) {
+        const at = Math.floor(rnd() * next.length);
+        const kind = Math.floor(rnd() * 4);
+        if (kind === 0 && next.length > 1) next.splice(at, 1);
+        else if (kind === 1) next.splice(at, 0, newcomer());
+        else if (kind === 2) next[at] = { ...next[at]!, weight: 1 + Math.floor(rnd() * 4) };
+        else next.push(newcomer());
+      }
+      // Now and then every view is a copy, as a data-plane thread receives them.
+      set = rnd() < 0.2 ? structuredClone(next) : next;
+      createPicker("ip_hash", set, ctx, picker);
+      const keys = new Set(set.map((b) => b.key));
+      for (const ip of sample.slice(0, 300)) assert.ok(keys.has(picker.pick(ip, 0)!.key), `round ${round}: picked a backend that left`);
+      picker.finishBuilds();
+      const fresh = built(set);
+      for (const ip of sample) assert.equal(picker.pick(ip, 0)!.key, fresh.pick(ip, 0)!.key, `round ${round}: differs from a fresh build`);
+    }
   });
 
   it("parses addresses without allocating: IPv4, IPv6, zones, and rejects junk", () => {

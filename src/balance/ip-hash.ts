@@ -1,13 +1,15 @@
 import type { BackendView } from "../pool/pool.ts";
 import { hashString, hashWords, parseIp, SEED_SLOT, SEED_STEP } from "./hash.ts";
-import { buildMaglev, EMPTY, type MaglevTable } from "./maglev.ts";
+import { diffRoutable } from "./diff.ts";
+import { buildMaglev, EMPTY, MaglevWorkspace, type MaglevTable } from "./maglev.ts";
 import type { Picker, PickerContext } from "./picker.ts";
 
 /** Longest a build may hold the event loop in one go, in ms. */
 const SLICE_MS = 8;
 /**
  * Up to this many backends the first table is built at once, whole (tens of ms at most):
- * with no table yet there is nothing consistent to serve from meanwhile.
+ * with no table yet there is nothing consistent to serve from meanwhile. Later builds of
+ * sets this small start at once (and usually end) within the change itself.
  */
 const WHOLE_FIRST_BUILD = 16_384;
 /** Entries a lookup follows before it gives up on the table (see `fallback`). */
@@ -28,26 +30,33 @@ const MAX_ATTEMPTS = 128;
  * The table is built from the routable backends, so a down backend's clients spread over
  * the others (Maglev moves them, and few besides) and come back when it recovers, since
  * the table is a function of the set. Building is heavy at large N, so:
- * - a change is visible at once: the current table stays in service, backends that left
- *   the set are skipped by the probing above (their clients spread deterministically),
- *   and views are updated in place (O(N), cheap);
+ * - a change is visible at once: the current table stays in service and backends that
+ *   left the set are skipped by the probing above (their clients spread
+ *   deterministically); finding what changed is a linear walk comparing references
+ *   (diff.ts), a few ms at a million backends;
  * - the exact table for the new set is built in slices of at most SLICE_MS, then swapped
  *   in. Small sets finish within the first slice, so they never see the interim state.
  *   A change during a build waits for that build to finish (so builds always complete,
  *   however often the set changes), then the newest set is built.
+ * - builds reuse the buffers of the previous table and of earlier builds, so a rebuild
+ *   allocates nothing: fresh memory (and its page faults, and the garbage collections
+ *   that large allocations provoke) is needed only when the set outgrows what was there.
  */
 export class IpHashPicker implements Picker {
   private readonly schedule: (task: () => void) => void;
   private readonly now: () => number;
-  private routable: readonly BackendView[];
+  /** The current routable set; the table's `alive` reflects it. */
+  private routable: readonly BackendView[] = [];
+  /** The table in service. */
   private table: MaglevTable | null = null;
-  /** Per table backend: 1 while it is in the routable set. */
-  private alive = new Uint8Array(0);
-  /** slot → table index (valid only where the key matches too). */
-  private indexOfSlot = new Int32Array(0);
-  /** Weights the table was built with, to notice a weight change. */
-  private builtWeight = new Int32Array(0);
+  /** Members of `routable` that are in the table with the weight it was built with. */
+  private matched = 0;
+  /** The previous table, out of service: the next build reuses its buffers. */
+  private spare: MaglevTable | null = null;
+  private readonly work = new MaglevWorkspace();
   private build: Generator<void, MaglevTable, void> | null = null;
+  /** The spare table whose buffers the build under way writes into. */
+  private buildSpare: MaglevTable | null = null;
   private sliceScheduled = false;
   private readonly words = new Uint32Array(4);
   private readonly groups = new Uint16Array(8);
@@ -56,21 +65,30 @@ export class IpHashPicker implements Picker {
   constructor(routable: readonly BackendView[], context: PickerContext) {
     this.schedule = context.schedule ?? ((task) => void setImmediate(task).unref());
     this.now = context.now ?? (() => performance.now());
-    this.routable = routable;
     this.update(routable);
   }
 
   /** Installs a new routable set (see the class comment for what happens when). */
   update(routable: readonly BackendView[]): void {
+    const before = this.routable;
     this.routable = routable;
+    if (this.table !== null) this.follow(this.table, before, routable);
     // Nothing to route to, or the table is exact for this set: nothing to build. (An empty
     // set keeps the old table, all of it skipped, so the same set coming back costs nothing.)
-    if (this.markAlive() || routable.length === 0) return;
+    // A build under way has become pointless (a backend flapped down and up): drop it.
+    if (this.exact() || routable.length === 0) {
+      this.cancelBuild();
+      return;
+    }
     // A running build finishes first; install() then starts one for the newest set.
     if (this.build) return;
-    this.build = buildMaglev(routable);
+    this.startBuild();
     if (this.table === null && routable.length <= WHOLE_FIRST_BUILD) this.finishBuilds();
-    else this.runSlice();
+    // A small set is rebuilt within this first slice, so it never sees the interim state;
+    // a large one takes many slices anyway: the first runs on the next turn of the event
+    // loop, so that finding the change (a linear walk) and building do not add up.
+    else if (routable.length <= WHOLE_FIRST_BUILD) this.runSlice();
+    else this.scheduleSlice();
   }
 
   /** True while a table build is under way. */
@@ -94,7 +112,7 @@ export class IpHashPicker implements Picker {
     const h2 = kind > 0 ? hashWords(this.words, kind, SEED_STEP) : hashString(clientIp, SEED_STEP);
     const step = (h2 % (size - 1)) + 1;
     const entries = table.entries;
-    const alive = this.alive;
+    const alive = table.alive;
     // With more attempts than backends, start again from the first (deterministically).
     const want = attempt < n ? attempt : attempt % n;
     if (want >= MAX_ATTEMPTS) return this.fallback(h1, attempt);
@@ -102,7 +120,7 @@ export class IpHashPicker implements Picker {
     let at = h1 % size;
     for (let probes = 0; probes < MAX_PROBES * (want + 1); probes++) {
       const e = entries[at]!;
-      if (e !== EMPTY && alive[e] === 1) {
+      if (e !== EMPTY && (alive[e >>> 5]! >>> (e & 31)) & 1) {
         let repeat = false;
         for (let k = 0; k < found; k++) {
           if (this.seen[k] === e) {
@@ -111,7 +129,9 @@ export class IpHashPicker implements Picker {
           }
         }
         if (!repeat) {
-          if (found === want) return table.backends[e];
+          // The view the table was built with: the same backend (key, address, slot) as
+          // the current one, though its weight may since have changed.
+          if (found === want) return table.set[e];
           this.seen[found++] = e;
         }
       }
@@ -130,31 +150,68 @@ export class IpHashPicker implements Picker {
     return this.routable[(h1 + attempt) % this.routable.length]!;
   }
 
-  /**
-   * Points the current table at the current set: marks which of its backends are still
-   * routable and takes their newest views. Returns whether the table is exact for the set.
-   */
-  private markAlive(): boolean {
+  /** Whether the table in service is the one for the current set. */
+  private exact(): boolean {
     const table = this.table;
-    if (table === null) return false;
-    const alive = this.alive;
-    alive.fill(0);
-    let exact = this.routable.length === table.backends.length;
-    for (const view of this.routable) {
-      const e = view.slot < this.indexOfSlot.length ? this.indexOfSlot[view.slot]! : -1;
-      if (e < 0 || table.backends[e]!.key !== view.key) {
-        exact = false;
-        continue;
-      }
-      alive[e] = 1;
-      table.backends[e] = view;
-      if (this.builtWeight[e] !== view.weight) exact = false;
+    return table !== null && this.routable.length === table.set.length && this.matched === table.set.length;
+  }
+
+  /** The index of `view`'s backend in the table's set, or -1. */
+  private indexIn(table: MaglevTable, view: BackendView): number {
+    if (view.slot >= table.indexOfSlot.length) return -1;
+    const e = table.indexOfSlot[view.slot]!;
+    return e >= 0 && table.set[e]!.key === view.key ? e : -1;
+  }
+
+  /**
+   * Moves the table's `alive` marks (and the `matched` count) from set `from` to set
+   * `to`: a linear walk comparing references (diff.ts), then O(1) per changed backend.
+   */
+  private follow(table: MaglevTable, from: readonly BackendView[], to: readonly BackendView[]): void {
+    if (from === to) return;
+    const diff = diffRoutable(from, to, (view) => {
+      const e = this.indexIn(table, view);
+      return e >= 0 && ((table.alive[e >>> 5]! >>> (e & 31)) & 1) === 1;
+    })!;
+    const built = (e: number, view: BackendView) => (table.set[e]!.weight === view.weight ? 1 : 0);
+    for (let k = 0; k < diff.renewed.length; k++) {
+      const e = this.indexIn(table, diff.renewed[k]!);
+      if (e >= 0) this.matched += built(e, diff.renewed[k]!) - built(e, diff.previous[k]!);
     }
-    return exact;
+    for (const view of diff.removed) {
+      const e = this.indexIn(table, view);
+      if (e < 0) continue;
+      table.alive[e >>> 5]! &= ~(1 << (e & 31));
+      this.matched -= built(e, view);
+    }
+    for (const view of diff.added) {
+      const e = this.indexIn(table, view);
+      if (e < 0) continue;
+      table.alive[e >>> 5]! |= 1 << (e & 31);
+      this.matched += built(e, view);
+    }
+  }
+
+  private startBuild(): void {
+    this.buildSpare = this.spare;
+    this.spare = null; // the build writes into it
+    this.build = buildMaglev(this.routable, this.work, this.buildSpare);
+  }
+
+  private cancelBuild(): void {
+    if (this.build === null) return;
+    this.build = null;
+    // Its buffers are reusable as they are: every build fills them afresh.
+    this.spare = this.buildSpare;
+    this.buildSpare = null;
   }
 
   private runSlice(): void {
     this.advance(SLICE_MS);
+    this.scheduleSlice();
+  }
+
+  private scheduleSlice(): void {
     if (this.build && !this.sliceScheduled) {
       this.sliceScheduled = true;
       this.schedule(() => {
@@ -173,6 +230,7 @@ export class IpHashPicker implements Picker {
       const step = build.next();
       if (step.done) {
         this.build = null;
+        this.buildSpare = null;
         this.install(step.value);
         return;
       }
@@ -181,19 +239,21 @@ export class IpHashPicker implements Picker {
   }
 
   private install(table: MaglevTable): void {
-    const n = table.backends.length;
+    // The first table comes with a spare of the same size, allocated now (its pages are
+    // touched only when a build fills it, chunk by chunk). Allocating that much memory is
+    // what makes V8 collect garbage in one long pause on a large heap; better once at
+    // start-up than on the first change.
+    this.spare = this.table ?? {
+      size: table.size,
+      entries: new Int32Array(table.entries.length),
+      set: [],
+      alive: new Int32Array(table.alive.length),
+      indexOfSlot: new Int32Array(table.indexOfSlot.length),
+    };
     this.table = table;
-    this.alive = new Uint8Array(n);
-    this.builtWeight = new Int32Array(n);
-    let maxSlot = -1;
-    for (const b of table.backends) if (b.slot > maxSlot) maxSlot = b.slot;
-    this.indexOfSlot = new Int32Array(maxSlot + 1).fill(-1);
-    for (let i = 0; i < n; i++) {
-      const b = table.backends[i]!;
-      this.indexOfSlot[b.slot] = i;
-      this.builtWeight[i] = b.weight;
-    }
+    this.matched = table.set.length;
     // The set may have moved on while this table was built.
-    if (!this.markAlive() && this.routable.length > 0) this.build = buildMaglev(this.routable);
+    this.follow(table, table.set, this.routable);
+    if (!this.exact() && this.routable.length > 0) this.startBuild();
   }
 }

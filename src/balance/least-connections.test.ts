@@ -4,6 +4,7 @@ import pino from "pino";
 import { parseHostPort } from "../pool/address.ts";
 import { CounterTable, CounterView } from "../pool/counters.ts";
 import { BackendPool, type BackendView } from "../pool/pool.ts";
+import { LeastConnectionsPicker } from "./least-connections.ts";
 import { createPicker, type Picker } from "./picker.ts";
 
 const views = (weights: number[]): BackendView[] =>
@@ -138,6 +139,104 @@ describe("least_connections", () => {
       counts.set(k, (counts.get(k) ?? 0) + 1);
     }
     assert.deepEqual([...counts.values()], [10, 10, 10]);
+  });
+
+  it("patches its tree across pool changes: adds, removes, weight changes, copies, slot reuse", () => {
+    const rnd = random(11);
+    const active = new Int32Array(256);
+    let nextId = 0;
+    const freeSlots: number[] = [];
+    const make = (weight: number): BackendView => {
+      const id = nextId++;
+      const slot = freeSlots.length > 0 && rnd() < 0.5 ? freeSlots.pop()! : id % 256;
+      return { key: `10.2.${id >> 8}.${id & 255}:80`, host: `10.2.${id >> 8}.${id & 255}`, port: 80, weight, slot };
+    };
+    // Slots are unique among live backends, as the pool's are.
+    let set: BackendView[] = [];
+    const used = new Set<number>();
+    const add = () => {
+      for (;;) {
+        const b = make(1 + Math.floor(rnd() * 4));
+        if (!used.has(b.slot)) {
+          used.add(b.slot);
+          return b;
+        }
+      }
+    };
+    for (let i = 0; i < 40; i++) set.push(add());
+    let picker = createPicker("least_connections", set, { active });
+    const first = picker;
+    for (let round = 0; round < 300; round++) {
+      const next = set.slice();
+      const changes = 1 + Math.floor(rnd() * (rnd() < 0.1 ? 40 : 3));
+      for (let c = 0; c < changes; c++) {
+        const at = Math.floor(rnd() * next.length);
+        const kind = Math.floor(rnd() * 5);
+        if (kind === 0 && next.length > 0) {
+          const [gone] = next.splice(at, 1);
+          used.delete(gone!.slot);
+          freeSlots.push(gone!.slot);
+        } else if (kind === 1 && next.length < 150) next.splice(at, 0, add());
+        else if (kind === 2 && next.length < 150) next.push(add());
+        else if (kind === 3 && next.length > 0) next[at] = { ...next[at]!, weight: 1 + Math.floor(rnd() * 4) };
+        else if (kind === 4 && rnd() < 0.2) next.reverse();
+      }
+      // Sometimes a copy of every view, as a data-plane thread receives them.
+      set = rnd() < 0.15 ? structuredClone(next) : next;
+      picker = createPicker("least_connections", set, { active }, picker);
+      assert.equal(picker, first, "updated in place");
+      assert.equal((picker as LeastConnectionsPicker).size, set.length);
+      if (set.length === 0) {
+        assert.equal(picker.pick("", 0), undefined);
+        continue;
+      }
+      for (let p = 0; p < 5; p++) {
+        const min = Math.min(...set.map((b) => active[b.slot]! / b.weight));
+        const b = open(picker, active);
+        assert.ok(set.includes(b), `round ${round}: picked a view not in the current set`);
+        assert.equal((active[b.slot]! - 1) / b.weight, min, `round ${round}: picked above the minimum`);
+      }
+      // Let go of a few, so counts move both ways.
+      for (const b of set) if (active[b.slot]! > 0 && rnd() < 0.3) close(picker, active, b.slot);
+    }
+  });
+
+  it("keeps the rotation across a change: idle backends still take turns", () => {
+    const active = new Int32Array(16);
+    const set = views([1, 1, 1, 1]);
+    let picker = createPicker("least_connections", set, { active });
+    const order: number[] = [];
+    for (let i = 0; i < 2; i++) order.push(picker.pick("", 0)!.slot);
+    picker = createPicker("least_connections", [...set, { key: "10.0.0.9:80", host: "10.0.0.9", port: 80, weight: 1, slot: 9 }], { active }, picker);
+    for (let i = 0; i < 5; i++) order.push(picker.pick("", 0)!.slot);
+    // The rotation resumes where it was; the newcomer joins it among the never picked.
+    assert.deepEqual(order, [0, 1, 2, 3, 9, 0, 1]);
+  });
+
+  it("grows into capacity prepared in the background, keeping every backend's place", () => {
+    const active = new Int32Array(50_000);
+    const tasks: Array<() => void> = [];
+    const set = Array.from({ length: 30_000 }, (_, i): BackendView => ({ key: `10.3.${i >> 8}.${i & 255}:80`, host: "h", port: 80, weight: 1 + (i % 2), slot: i }));
+    let picker = createPicker("least_connections", set, { active, schedule: (t) => tasks.push(t) });
+    // 3/4 full: twice the room is being prepared, a slice at a time.
+    assert.ok(tasks.length > 0);
+    while (tasks.length > 0) tasks.shift()!();
+    for (let i = 0; i < 30_000; i++) picker.pick("", 0); // every old backend picked once
+    const more = Array.from({ length: 4_000 }, (_, i): BackendView => ({ key: `10.4.${i >> 8}.${i & 255}:80`, host: "h", port: 80, weight: 1, slot: 30_000 + i }));
+    picker = createPicker("least_connections", [...set, ...more], { active }, picker);
+    assert.equal((picker as LeastConnectionsPicker).size, 34_000);
+    // The newcomers were never picked: they come first, each once; then the old ones.
+    const first = new Set(Array.from({ length: 4_000 }, () => picker.pick("", 0)!.slot));
+    assert.equal(first.size, 4_000);
+    assert.ok([...first].every((slot) => slot >= 30_000));
+    assert.equal(picker.pick("", 0)!.slot, 0);
+    // And it still finds the minimum as connections come and go.
+    const rnd = random(3);
+    for (let step = 0; step < 3000; step++) {
+      if (rnd() < 0.3) Atomics.add(active, Math.floor(rnd() * 34_000), 1);
+      const b = open(picker, active);
+      assert.equal(active[b.slot]! - 1, 0, `step ${step}: a backend with connections was picked while idle ones remain`);
+    }
   });
 
   it("ignores a close for a slot it does not hold", () => {

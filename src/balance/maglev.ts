@@ -15,16 +15,17 @@ import { hashString, SEED_OFFSET, SEED_ORDER, SEED_SKIP } from "./hash.ts";
  * every process builds the same table for the same set whatever its history.
  *
  * Two departures from the paper, both measured (docs/benchmarks.md):
- * - Filling stops at FILL of the entries. The last few percent cost most of the build
+ * - Filling stops at FILL of the entries. The last entries cost most of the build
  *   (a backend probes M/free entries per claim, M·ln M in all for a full table against
- *   M·ln(1/(1-FILL)) here, about 4× less); a lookup that lands on an empty entry follows
+ *   M·ln(1/(1-FILL)) here, about 6× less at 2^18 entries); a lookup that lands on an empty entry follows
  *   the client's own probe sequence to the next filled one, which keeps shares and
  *   disruption as they were.
  * - Builds are resumable (a generator yielding every few thousand steps), so a table for
- *   a million backends is built in slices without blocking the event loop.
+ *   a million backends is built in slices without blocking the event loop, and they
+ *   reuse the buffers of earlier builds (MaglevWorkspace, the table out of service).
  */
 
-export const FILL = 0.97;
+export const FILL = 0.9;
 export const EMPTY = -1;
 
 /**
@@ -50,46 +51,145 @@ function isPrime(n: number): boolean {
   return true;
 }
 
-/** A finished table: entries index `backends`, in canonical order. */
+/**
+ * A finished table. Entries hold indices into `set`, the routable list the table was
+ * built from (so no array of views is made per build); `alive` and `indexOfSlot` are
+ * kept by the picker as the set moves on. Buffers may be longer than needed: they are
+ * reused by later builds.
+ */
 export interface MaglevTable {
+  /** Entries in use: [0, size). */
   readonly size: number;
+  /** Entry → index into `set`, or EMPTY. */
   readonly entries: Int32Array;
-  readonly backends: BackendView[];
+  /** The backends the table was built for, as given. */
+  readonly set: readonly BackendView[];
+  /**
+   * One bit per index into `set`: set while that backend is routable (all set when
+   * built). Bits rather than bytes: at millions of backends it stays in cache, and a
+   * lookup reads it for every pick.
+   */
+  readonly alive: Int32Array;
+  /** Backend slot → index into `set`, -1 for none. */
+  readonly indexOfSlot: Int32Array;
+}
+
+/**
+ * Scratch arrays of the builds, kept between builds. Allocating them afresh for every
+ * build would make each build touch new memory, and first touches are page faults: tens
+ * of MB at a million backends, which on some hosts costs hundreds of ms in one go. Here
+ * memory is allocated only when a build needs more than before, and then first touched
+ * a chunk per slice.
+ */
+export class MaglevWorkspace {
+  hash = new Uint32Array(0);
+  from = new Uint32Array(0);
+  to = new Uint32Array(0);
+  next = new Uint32Array(0);
+  skip = new Uint32Array(0);
+  weight = new Int32Array(0);
+  slot = new Int32Array(0);
+  members = new Int32Array(0);
+  /** One bit per table entry, set once the entry is claimed. */
+  occupied = new Int32Array(0);
+  readonly counts = new Uint32Array(1 << 16);
 }
 
 /** Work units (probes, hashed keys, sorted items) between two yields of a build. */
-const STEP = 8192;
+const STEP = 4096;
+/** Views read between two yields, minus one (a mask). */
+const OBJECTS = (1 << 11) - 1;
+/** Iterations of a simple loop over typed arrays between two yields, minus one (a mask). */
+const LOOP = (1 << 15) - 1;
+/** Elements written between two yields when filling (and so first touching) an array. */
+const CHUNK = 1 << 15;
+
+/** Room for a set of `n`, with headroom so that growing by a few backends does not reallocate. */
+function roomFor(n: number): number {
+  return n + (n >>> 3) + 16;
+}
+
+/** `array` filled with `value` over [0, end), a chunk per yield. */
+function* fill<T extends Int32Array | Uint32Array | Uint8Array>(array: T, value: number, end: number): Generator<void, T, void> {
+  for (let at = 0; at < end; at += CHUNK) {
+    array.fill(value, at, Math.min(end, at + CHUNK));
+    yield;
+  }
+  return array;
+}
 
 /**
  * Builds the table for `set`. Yields between slices of work; returns the table. The
  * caller drives it (to completion at once for small sets, in time slices otherwise).
+ * `spare` is a table no longer in service whose buffers may be reused.
  */
-export function* buildMaglev(set: readonly BackendView[]): Generator<void, MaglevTable, void> {
+export function* buildMaglev(
+  set: readonly BackendView[],
+  work: MaglevWorkspace,
+  spare: MaglevTable | null,
+): Generator<void, MaglevTable, void> {
   const n = set.length;
   const size = tableSize(n);
-  const order = yield* canonicalOrder(set);
-  const backends: BackendView[] = new Array<BackendView>(n);
-  const next = new Uint32Array(n);
-  const skip = new Uint32Array(n);
-  for (let i = 0; i < n; i++) {
-    const b = set[order[i]!]!;
-    backends[i] = b;
-    next[i] = hashString(b.key, SEED_OFFSET) % size;
-    skip[i] = (hashString(b.key, SEED_SKIP) % (size - 1)) + 1;
-    if (i % STEP === STEP - 1) yield;
+  if (work.hash.length < n) {
+    const room = roomFor(n);
+    // Fresh memory: first touched chunk by chunk here, not in one go later.
+    work.hash = yield* fill(new Uint32Array(room), 0, room);
+    work.from = yield* fill(new Uint32Array(room), 0, room);
+    work.to = yield* fill(new Uint32Array(room), 0, room);
+    work.next = yield* fill(new Uint32Array(room), 0, room);
+    work.skip = yield* fill(new Uint32Array(room), 0, room);
+    work.weight = yield* fill(new Int32Array(room), 0, room);
+    work.slot = yield* fill(new Int32Array(room), 0, room);
+    work.members = yield* fill(new Int32Array(room), 0, room);
   }
-  const entries = new Int32Array(size);
-  for (let at = 0; at < size; at += 1 << 20) {
-    entries.fill(EMPTY, at, Math.min(size, at + (1 << 20)));
-    yield;
-  }
-  if (n === 0) return { size, entries, backends };
-
-  // Weight groups, heaviest first, members in canonical order (counting sort: O(N + 1000)).
+  // One sequential pass over the views: keys hashed, weights and slots read. Everything
+  // after works on typed arrays only, indexed like `set` (views are scattered over the
+  // heap: reading them in any other order would be a cache miss per backend).
+  const hash = work.hash;
+  const next = work.next;
+  const skip = work.skip;
+  const weight = work.weight;
+  const slots = work.slot;
+  let maxSlot = -1;
   let wmax = 0;
-  for (const b of backends) if (b.weight > wmax) wmax = b.weight;
+  for (let k = 0; k < n; k++) {
+    const b = set[k]!;
+    const key = b.key;
+    hash[k] = hashString(key, SEED_ORDER);
+    next[k] = hashString(key, SEED_OFFSET) % size;
+    skip[k] = (hashString(key, SEED_SKIP) % (size - 1)) + 1;
+    weight[k] = b.weight;
+    slots[k] = b.slot;
+    if (b.weight > wmax) wmax = b.weight;
+    if (b.slot > maxSlot) maxSlot = b.slot;
+    if ((k & OBJECTS) === OBJECTS) yield;
+  }
+  const order = yield* canonicalOrder(set, work);
+  const words = (size + 31) >>> 5;
+  if (work.occupied.length < words) work.occupied = new Int32Array(words);
+  const occupied = yield* fill(work.occupied, 0, words);
+  const entries = yield* fill(spare !== null && spare.entries.length >= size ? spare.entries : new Int32Array(size), EMPTY, size);
+  const aliveWords = (n + 31) >>> 5;
+  const alive = yield* fill(spare !== null && spare.alive.length >= aliveWords ? spare.alive : new Int32Array(roomFor(aliveWords)), -1, aliveWords);
+  let indexOfSlot = spare?.indexOfSlot;
+  if (indexOfSlot === undefined || indexOfSlot.length <= maxSlot || indexOfSlot.length > 2 * maxSlot + 4096) {
+    indexOfSlot = new Int32Array(roomFor(maxSlot + 1));
+  }
+  yield* fill(indexOfSlot, -1, indexOfSlot.length);
+  for (let k = 0; k < n; k++) {
+    indexOfSlot[slots[k]!] = k;
+    if ((k & LOOP) === LOOP) yield;
+  }
+  const table: MaglevTable = { size, entries, set, alive, indexOfSlot };
+  if (n === 0) return table;
+
+  // Weight groups, heaviest first, members (indices into `set`) in canonical order
+  // (counting sort: O(N + 1000)).
   const perWeight = new Int32Array(wmax + 1);
-  for (const b of backends) perWeight[b.weight]!++;
+  for (let k = 0; k < n; k++) {
+    perWeight[weight[k]!]!++;
+    if ((k & LOOP) === LOOP) yield;
+  }
   let groups = 0;
   for (let w = 1; w <= wmax; w++) if (perWeight[w]! > 0) groups++;
   const groupWeight = new Int32Array(groups);
@@ -103,35 +203,43 @@ export function* buildMaglev(set: readonly BackendView[]): Generator<void, Magle
     at += perWeight[w]!;
     groupStart[++g] = at;
   }
-  const members = new Int32Array(n);
-  for (let i = 0; i < n; i++) members[startOf[backends[i]!.weight]!++] = i;
+  const members = work.members;
+  for (let i = 0; i < n; i++) {
+    const k = order[i]!;
+    members[startOf[weight[k]!]!++] = k;
+    if ((i & LOOP) === LOOP) yield;
+  }
+  yield;
 
   // Turns: a group of weight w gets one turn per round in which ⌊round·w/wmax⌋ grows
   // (credit += w; a turn when credit reaches wmax), every member of it one claim.
   const credit = new Int32Array(groups);
   const target = Math.max(1, Math.floor(size * FILL));
   let filled = 0;
-  let work = 0;
+  let steps = 0;
   for (;;) {
     for (let g = 0; g < groups; g++) {
       credit[g]! += groupWeight[g]!;
       if (credit[g]! < wmax) continue;
       credit[g]! -= wmax;
       for (let m = groupStart[g]!, end = groupStart[g + 1]!; m < end; m++) {
-        const i = members[m]!;
-        const s = skip[i]!;
-        let c = next[i]!;
-        while (entries[c] !== EMPTY) {
+        const k = members[m]!;
+        const s = skip[k]!;
+        let c = next[k]!;
+        // Probe the bitmap (size/8 bytes, which stays in cache far longer than the
+        // entries themselves): about half the build time at a million backends.
+        while ((occupied[c >>> 5]! >>> (c & 31)) & 1) {
           c += s;
           if (c >= size) c -= size;
-          work++;
+          steps++;
         }
-        entries[c] = i;
+        occupied[c >>> 5]! |= 1 << (c & 31);
+        entries[c] = k;
         c += s;
-        next[i] = c >= size ? c - size : c;
-        if (++filled === target) return { size, entries, backends };
-        if (++work >= STEP) {
-          work = 0;
+        next[k] = c >= size ? c - size : c;
+        if (++filled === target) return table;
+        if (++steps >= STEP) {
+          steps = 0;
           yield;
         }
       }
@@ -140,25 +248,33 @@ export function* buildMaglev(set: readonly BackendView[]): Generator<void, Magle
 }
 
 /**
- * Indices of `set` sorted by (hash of key, key): LSD radix sort on the 32-bit hash in two
- * 16-bit passes (O(N), resumable), then the rare runs of equal hashes sorted by key.
+ * Indices of `set` sorted by (hash of key, key), given the hashes in `work.hash`: LSD radix sort on the 32-bit hash (O(N),
+ * resumable), then the rare runs of equal hashes sorted by key.
+ * Returns one of the workspace's arrays (valid over [0, N)).
  */
-function* canonicalOrder(set: readonly BackendView[]): Generator<void, Uint32Array, void> {
+function* canonicalOrder(set: readonly BackendView[], work: MaglevWorkspace): Generator<void, Uint32Array, void> {
   const n = set.length;
-  const hash = new Uint32Array(n);
+  const hash = work.hash;
+  let from = work.from;
   for (let i = 0; i < n; i++) {
-    hash[i] = hashString(set[i]!.key, SEED_ORDER);
-    if (i % STEP === STEP - 1) yield;
+    from[i] = i;
+    if ((i & LOOP) === LOOP) yield;
   }
-  let from = new Uint32Array(n);
-  for (let i = 0; i < n; i++) from[i] = i;
-  let to = new Uint32Array(n);
-  const counts = new Uint32Array(1 << 16);
-  for (const shift of [0, 16]) {
-    counts.fill(0);
-    for (let i = 0; i < n; i++) counts[(hash[i]! >>> shift) & 0xffff]!++;
+  let to = work.to;
+  const counts = work.counts;
+  // Two 16-bit passes for large sets; four 8-bit ones for small sets, where clearing and
+  // summing 65,536 counters twice would cost more than the sort itself.
+  const bits = n < 1 << 16 ? 8 : 16;
+  const radix = 1 << bits;
+  const mask = radix - 1;
+  for (let shift = 0; shift < 32; shift += bits) {
+    counts.fill(0, 0, radix);
+    for (let i = 0; i < n; i++) {
+      counts[(hash[i]! >>> shift) & mask]!++;
+      if ((i & LOOP) === LOOP) yield;
+    }
     let sum = 0;
-    for (let d = 0; d < counts.length; d++) {
+    for (let d = 0; d < radix; d++) {
       const c = counts[d]!;
       counts[d] = sum;
       sum += c;
@@ -166,10 +282,12 @@ function* canonicalOrder(set: readonly BackendView[]): Generator<void, Uint32Arr
     yield;
     for (let i = 0; i < n; i++) {
       const idx = from[i]!;
-      to[counts[(hash[idx]! >>> shift) & 0xffff]!++] = idx;
+      to[counts[(hash[idx]! >>> shift) & mask]!++] = idx;
       if (i % STEP === STEP - 1) yield;
     }
-    [from, to] = [to, from];
+    const swap = from;
+    from = to;
+    to = swap;
   }
   for (let i = 0, scanned = 0; i < n; ) {
     let j = i + 1;

@@ -63,9 +63,19 @@ export function createPicker(
     case "round_robin":
       return new RoundRobinPicker(routable, context.tickets, context.ticketIndex);
     case "weighted":
-      return new WeightedPicker(routable, previous);
+      // Reuse the previous picker's arrays (the sequence restarts either way).
+      if (previous instanceof WeightedPicker) {
+        previous.update(routable);
+        return previous;
+      }
+      return new WeightedPicker(routable);
     case "least_connections":
-      return new LeastConnectionsPicker(routable, context.active, previous);
+      // Patch the tree in place: a change costs O(changes · log N), not a rebuild.
+      if (previous instanceof LeastConnectionsPicker && previous.sharesCounts(context.active)) {
+        previous.update(routable);
+        return previous;
+      }
+      return new LeastConnectionsPicker(routable, context.active, context.schedule, context.now);
     case "ip_hash":
       // The table and any build in progress live in the picker: update it in place so a
       // change at a million backends does not start over from an empty table.

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { BackendView } from "../pool/pool.ts";
 import { createPicker } from "./picker.ts";
+import { WeightedPicker } from "./weighted.ts";
 
 const ctx = { active: new Int32Array(64) };
 const views = (weights: number[]): BackendView[] =>
@@ -64,6 +65,21 @@ describe("weighted", () => {
     }
   });
 
+  it("with many distinct weights (a kinetic tournament) matches nginx pick for pick too", () => {
+    const rnd = random(9);
+    for (let trial = 0; trial < 12; trial++) {
+      const n = 2 + Math.floor(rnd() * 150);
+      const spread = [3, 20, 1000][trial % 3]!;
+      const weights = Array.from({ length: n }, () => 1 + Math.floor(rnd() * spread));
+      const total = weights.reduce((a, b) => a + b, 0);
+      const picks = Math.min(2 * total + 7, 40_000);
+      // Forced on from 1 group, so small and tie-heavy sets go through it as well.
+      const picker = new WeightedPicker(views(weights), 0);
+      const got = Array.from({ length: picks }, () => picker.pick("", 0)!.slot);
+      assert.deepEqual(got, nginx(weights, picks), `weights ${weights.join(",")}`);
+    }
+  });
+
   it("interleaves: a heavy backend is never picked weight times in a row when others are due", () => {
     const picker = createPicker("weighted", views([3, 3, 2]), ctx);
     const seq = Array.from({ length: 8 }, () => picker.pick("", 0)!.slot);
@@ -77,6 +93,14 @@ describe("weighted", () => {
     const picker = createPicker("weighted", views([1000, 1, 1]), ctx);
     const retries = new Set([1, 2, 3].map((a) => picker.pick("", a)!.slot));
     assert.equal(retries.size, 3);
+  });
+
+  it("a new set restarts the sequence, in the same picker", () => {
+    const picker = createPicker("weighted", views([5, 1, 1]), ctx);
+    for (let i = 0; i < 4; i++) picker.pick("", 0);
+    const updated = createPicker("weighted", views([3, 3, 2]), ctx, picker);
+    assert.equal(updated, picker);
+    assert.deepEqual(Array.from({ length: 16 }, () => updated.pick("", 0)!.slot), nginx([3, 3, 2], 16));
   });
 
   it("only the routable backends take part", () => {
