@@ -35,6 +35,8 @@ export interface HealthMonitorOptions {
   /** Uniform in [0, 1), for jitter. */
   random?: () => number;
   timers?: Scheduler;
+  /** Monotonic milliseconds for scheduling; defaults to performance.now. */
+  clock?: () => number;
 }
 
 /**
@@ -80,6 +82,7 @@ export class HealthMonitor {
   private readonly now: () => number;
   private readonly random: () => number;
   private readonly timers: Scheduler;
+  private readonly clock: () => number;
   private readonly watched = new Map<string, Watched>();
   private stopped = false;
 
@@ -90,6 +93,7 @@ export class HealthMonitor {
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
     this.timers = opts.timers ?? realTimers;
+    this.clock = opts.clock ?? (() => performance.now());
     this.prober = opts.prober ?? proberFor(opts.settings);
   }
 
@@ -142,7 +146,7 @@ export class HealthMonitor {
     let ms = delayMs;
     const tick = Math.min(TICK_MS, this.settings.intervalMs / 20);
     if (ms > 0 && tick >= 1) {
-      const now = performance.now();
+      const now = this.clock();
       ms = Math.ceil((now + ms) / tick) * tick - now;
     }
     // Whole milliseconds: Node keeps one timer list per distinct duration, so integer
@@ -152,7 +156,7 @@ export class HealthMonitor {
 
   private probe(w: Watched): void {
     w.timer = null;
-    w.startedAt = performance.now();
+    w.startedAt = this.clock();
     w.running = this.prober.start(w.target, (failure, inconclusive) => this.probed(w, failure, inconclusive));
   }
 
@@ -169,7 +173,7 @@ export class HealthMonitor {
     // The interval runs from one probe's start to the next, so a slow probe does not
     // stretch it; a probe that took longer than the interval is followed at once.
     const interval = this.settings.intervalMs * (1 - JITTER + 2 * JITTER * this.random());
-    this.schedule(w, Math.max(0, interval - (performance.now() - w.startedAt)));
+    this.schedule(w, Math.max(0, interval - (this.clock() - w.startedAt)));
   }
 
   private passed(w: Watched): void {
