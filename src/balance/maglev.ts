@@ -212,44 +212,98 @@ export function* buildMaglev(
   yield;
 
   // Turns: a group of weight w gets one turn per round in which ⌊round·w/wmax⌋ grows
-  // (credit += w; a turn when credit reaches wmax), every member of it one claim.
-  const credit = new Int32Array(groups);
-  const target = Math.max(1, Math.floor(size * FILL));
-  let filled = 0;
+  // (credit += w; a turn when credit reaches wmax), every member of it one claim. The
+  // claiming runs in a plain function between yields: it is the hot loop of a build, and
+  // compiles better outside the generator.
+  const claims: Claims = {
+    size,
+    target: Math.max(1, Math.floor(size * FILL)),
+    filled: 0,
+    group: 0,
+    member: -1,
+    wmax,
+    credit: new Int32Array(groups),
+    groupWeight,
+    groupStart,
+    members,
+    next,
+    skip,
+    occupied,
+    entries,
+  };
+  while (!claim(claims, STEP)) yield;
+  return table;
+}
+
+/** Where the claiming of a build is, between two batches. */
+interface Claims {
+  readonly size: number;
+  readonly target: number;
+  filled: number;
+  /** The group whose turn it is, and the member of it to claim next (-1: turn not yet taken). */
+  group: number;
+  member: number;
+  readonly wmax: number;
+  readonly credit: Int32Array;
+  readonly groupWeight: Int32Array;
+  readonly groupStart: Int32Array;
+  readonly members: Int32Array;
+  readonly next: Uint32Array;
+  readonly skip: Uint32Array;
+  readonly occupied: Int32Array;
+  readonly entries: Int32Array;
+}
+
+/** Claims entries for about `budget` probes; returns whether the table is full enough. */
+function claim(st: Claims, budget: number): boolean {
+  const { size, target, wmax, credit, groupWeight, groupStart, members, next, skip, occupied, entries } = st;
+  const groups = groupWeight.length;
+  let filled = st.filled;
+  let g = st.group;
+  let m = st.member;
   let steps = 0;
   for (;;) {
-    for (let g = 0; g < groups; g++) {
+    if (m < 0) {
       credit[g]! += groupWeight[g]!;
-      if (credit[g]! < wmax) continue;
+      if (credit[g]! < wmax) {
+        g = g + 1 === groups ? 0 : g + 1;
+        continue;
+      }
       credit[g]! -= wmax;
-      for (let m = groupStart[g]!, end = groupStart[g + 1]!; m < end; m++) {
-        const k = members[m]!;
-        const s = skip[k]!;
-        let c = next[k]!;
-        // Probe the bitmap (size/8 bytes, which stays in cache far longer than the
-        // entries themselves): about half the build time at a million backends.
-        while ((occupied[c >>> 5]! >>> (c & 31)) & 1) {
-          c += s;
-          if (c >= size) c -= size;
-          steps++;
-        }
-        occupied[c >>> 5]! |= 1 << (c & 31);
-        entries[c] = k;
+      m = groupStart[g]!;
+    }
+    for (const end = groupStart[g + 1]!; m < end; m++) {
+      const k = members[m]!;
+      const s = skip[k]!;
+      let c = next[k]!;
+      // Probe the bitmap (size/8 bytes, which stays in cache far longer than the
+      // entries themselves): about half the build time at a million backends.
+      while ((occupied[c >>> 5]! >>> (c & 31)) & 1) {
         c += s;
-        next[k] = c >= size ? c - size : c;
-        if (++filled === target) return table;
-        if (++steps >= STEP) {
-          steps = 0;
-          yield;
-        }
+        if (c >= size) c -= size;
+        steps++;
+      }
+      occupied[c >>> 5]! |= 1 << (c & 31);
+      entries[c] = k;
+      c += s;
+      next[k] = c >= size ? c - size : c;
+      if (++filled === target) return true;
+      if (++steps >= budget) {
+        st.filled = filled;
+        st.group = g;
+        st.member = m + 1;
+        return false;
       }
     }
+    m = -1;
+    g = g + 1 === groups ? 0 : g + 1;
   }
 }
 
 /**
- * Indices of `set` sorted by (hash of key, key), given the hashes in `work.hash`: LSD radix sort on the 32-bit hash (O(N),
- * resumable), then the rare runs of equal hashes sorted by key.
+ * Indices of `set` sorted by (hash of key, key), given the hashes in `work.hash`: LSD
+ * radix sort on the 32-bit hash (O(N), resumable), then the rare runs of equal hashes
+ * sorted by key.
  * Returns one of the workspace's arrays (valid over [0, N)).
  */
 function* canonicalOrder(set: readonly BackendView[], work: MaglevWorkspace): Generator<void, Uint32Array, void> {
