@@ -95,13 +95,19 @@ describe("algorithms end to end", () => {
     for (let round = 0; round < 2; round++) {
       for (let i = 0; i < clients.length; i++) assert.equal(await requestFrom(lb.port, clients[i]!), want[i], clients[i]);
     }
-    // A backend goes away: its clients go to their deterministic alternative, the rest stay.
+    // A backend goes away: its clients go to their deterministic alternative, the rest stay
+    // until the table of the remaining backends is built in the background; from then on
+    // each client follows that table (Maglev moves only a few % of the others). Which of
+    // the two a request meets depends on timing, so both mappings are computed here.
     const gone = want[0]!;
     await servers["abc".indexOf(gone)]!.close();
+    const rebuilt = new IpHashPicker(views.filter((v) => byKey.get(v.key) !== gone), { active: new Int32Array(8) });
+    rebuilt.finishBuilds();
+    const after = clients.map((ip) => byKey.get(rebuilt.pick(ip, 0)!.key)!);
     for (let i = 0; i < clients.length; i++) {
       const got = await requestFrom(lb.port, clients[i]!);
       if (want[i] === gone) assert.notEqual(got, gone);
-      else assert.equal(got, want[i], `${clients[i]} moved although its backend is up`);
+      else assert.ok(got === want[i] || got === after[i], `${clients[i]} moved to ${got}: neither its backend (${want[i]}) nor its place in the rebuilt table (${after[i]})`);
     }
   });
 });
