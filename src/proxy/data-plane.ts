@@ -6,6 +6,7 @@ import { RateLimitedLog } from "../log/rate-limit.ts";
 import type { HostPort } from "../pool/address.ts";
 import { GLOBAL_ACTIVE, GLOBAL_RR_TICKET, type CounterView } from "../pool/counters.ts";
 import type { BackendView, Snapshot } from "../pool/pool.ts";
+import { adoptAccepted, Relay } from "./relay.ts";
 import { socketErrorReason } from "./socket-errors.ts";
 
 export interface DataPlaneOptions {
@@ -50,12 +51,17 @@ const CONN = Symbol("gobalancer.connection");
 type ProxiedSocket = net.Socket & { [CONN]: Connection };
 
 /**
- * One client connection and, once dialled, its backend connection. Plain fields only:
- * this object and two sockets are all a proxied connection costs.
+ * One client connection and, once dialled, its backend connection. Plain fields and one
+ * relay per direction: these and two sockets are all a proxied connection costs.
  */
 class Connection {
   readonly plane: DataPlane;
-  readonly client: ProxiedSocket;
+  client!: ProxiedSocket;
+  /** Client to backend. The client reads through it unless it could not be adopted (relay.ts). */
+  readonly upstream = new Relay();
+  /** Backend to client. */
+  readonly downstream = new Relay();
+  clientReadsInto = false;
   clientIp = "";
   backend: ProxiedSocket | null = null;
   view: BackendView | null = null;
@@ -76,9 +82,8 @@ class Connection {
   prev: Connection | null = null;
   next: Connection | null = null;
 
-  constructor(plane: DataPlane, client: ProxiedSocket) {
+  constructor(plane: DataPlane) {
     this.plane = plane;
-    this.client = client;
   }
 }
 
@@ -119,7 +124,7 @@ export class DataPlane {
     // pauseOnConnect: read nothing from a client until its backend is connected, so
     // no client bytes are buffered here while dialling.
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
-    this.server.on("connection", (socket) => this.accept(socket as ProxiedSocket));
+    this.server.on("connection", (socket) => this.accept(socket));
     this.server.on("error", (err: NodeJS.ErrnoException) => this.onServerError(err));
   }
 
@@ -183,18 +188,23 @@ export class DataPlane {
 
   // ---- accept ---------------------------------------------------------------------
 
-  private accept(client: ProxiedSocket): void {
+  private accept(accepted: net.Socket): void {
     this.stats.accepted++;
     const global = this.counters.global;
     if (Atomics.load(global, GLOBAL_ACTIVE) >= this.connectionCap) {
       this.stats.refusedLimit++;
       this.warn.warn("limit", { limit: this.connectionCap }, `connection refused: ${this.capReason}`);
-      client.on("error", ignoreError);
-      client.destroy();
+      accepted.on("error", ignoreError);
+      accepted.destroy();
       return;
     }
     Atomics.add(global, GLOBAL_ACTIVE, 1);
-    const conn = new Connection(this, client);
+    const conn = new Connection(this);
+    const adopted = adoptAccepted(accepted, conn.upstream.readOptions());
+    conn.clientReadsInto = adopted !== null;
+    const client = (adopted ?? accepted) as ProxiedSocket;
+    conn.client = client;
+    conn.downstream.dst = client;
     client[CONN] = conn;
     this.link(conn);
     client.on("error", onClientError);
@@ -224,9 +234,16 @@ export class DataPlane {
     conn.counted = true;
     this.counters.opened(view.slot); // counted from the dial on, so least_connections sees it
     this.picker.connectionOpened?.(view.slot);
-    const backend = net.connect({ host: view.host, port: view.port, allowHalfOpen: true, noDelay: true }) as ProxiedSocket;
+    const backend = net.connect({
+      host: view.host,
+      port: view.port,
+      allowHalfOpen: true,
+      noDelay: true,
+      onread: conn.downstream.readOptions(),
+    }) as ProxiedSocket;
     backend[CONN] = conn;
     conn.backend = backend;
+    conn.upstream.dst = backend;
     backend.setTimeout(this.opts.connectTimeoutMs);
     backend.once("connect", onBackendConnect);
     backend.once("timeout", onBackendConnectTimeout);
@@ -288,10 +305,9 @@ export class DataPlane {
     conn.connected = true;
     backend.setTimeout(0);
     backend.off("timeout", onBackendConnectTimeout);
-    client.on("data", onClientData);
+    if (!conn.clientReadsInto) client.on("data", onClientData);
     client.on("end", onClientEnd);
     client.on("drain", onClientDrain);
-    backend.on("data", onBackendData);
     backend.on("end", onBackendEnd);
     backend.on("drain", onBackendDrain);
     // One idle timer per connection is enough: traffic in either direction reads from
@@ -420,22 +436,22 @@ function onClientClose(this: ProxiedSocket): void {
   if (!conn.connected || !backend.writableEnded) backend.destroy();
 }
 
+/** The client's bytes when it could not be moved to onClientRead. */
 function onClientData(this: ProxiedSocket, chunk: Buffer): void {
   const backend = this[CONN].backend!;
   if (!backend.write(chunk)) this.pause();
 }
 
-function onBackendData(this: ProxiedSocket, chunk: Buffer): void {
-  const client = this[CONN].client;
-  if (!client.write(chunk)) this.pause();
-}
-
 function onClientDrain(this: ProxiedSocket): void {
-  this[CONN].backend!.resume();
+  const conn = this[CONN];
+  conn.downstream.drained();
+  conn.backend!.resume();
 }
 
 function onBackendDrain(this: ProxiedSocket): void {
-  this[CONN].client.resume();
+  const conn = this[CONN];
+  conn.upstream.drained();
+  conn.client.resume();
 }
 
 /** Half-close: the client's FIN goes on to the backend; the other direction keeps flowing. */
