@@ -6,7 +6,7 @@ import { RateLimitedLog } from "../log/rate-limit.ts";
 import type { HostPort } from "../pool/address.ts";
 import { GLOBAL_ACTIVE, GLOBAL_RR_TICKET, type CounterView } from "../pool/counters.ts";
 import type { BackendView, Snapshot } from "../pool/pool.ts";
-import { adoptAccepted, Relay } from "./relay.ts";
+import { interceptAccepts, Relay, socketForHandle, type AcceptedHandle } from "./relay.ts";
 import { socketErrorReason } from "./socket-errors.ts";
 
 export interface DataPlaneOptions {
@@ -57,7 +57,7 @@ type ProxiedSocket = net.Socket & { [CONN]: Connection };
 class Connection {
   readonly plane: DataPlane;
   client!: ProxiedSocket;
-  /** Client to backend. The client reads through it unless it could not be adopted (relay.ts). */
+  /** Client to backend. The client reads through it unless accepts could not be intercepted (relay.ts). */
   readonly upstream = new Relay();
   /** Backend to client. */
   readonly downstream = new Relay();
@@ -124,7 +124,8 @@ export class DataPlane {
     // pauseOnConnect: read nothing from a client until its backend is connected, so
     // no client bytes are buffered here while dialling.
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
-    this.server.on("connection", (socket) => this.accept(socket));
+    // The stream path, used only if accepts cannot be intercepted (see listen).
+    this.server.on("connection", (socket) => this.accept(socket, new Connection(this)));
     this.server.on("error", (err: NodeJS.ErrnoException) => this.onServerError(err));
   }
 
@@ -147,6 +148,7 @@ export class DataPlane {
       this.server.listen({ host: host || undefined, port, reusePort: this.opts.reusePort ?? false, backlog: 1024 }, () => {
         this.server.off("error", onError);
         this.accepting = true;
+        interceptAccepts(this.server, (handle) => this.acceptHandle(handle));
         resolve(this.server.address() as net.AddressInfo);
       });
     });
@@ -188,7 +190,16 @@ export class DataPlane {
 
   // ---- accept ---------------------------------------------------------------------
 
-  private accept(accepted: net.Socket): void {
+  /** An accepted connection whose client socket reads through its relay (relay.ts). */
+  private acceptHandle(handle: AcceptedHandle): void {
+    const conn = new Connection(this);
+    const client = socketForHandle(handle, conn.upstream.readOptions());
+    client.setNoDelay(true);
+    conn.clientReadsInto = true;
+    this.accept(client, conn);
+  }
+
+  private accept(accepted: net.Socket, conn: Connection): void {
     this.stats.accepted++;
     const global = this.counters.global;
     if (Atomics.load(global, GLOBAL_ACTIVE) >= this.connectionCap) {
@@ -199,10 +210,7 @@ export class DataPlane {
       return;
     }
     Atomics.add(global, GLOBAL_ACTIVE, 1);
-    const conn = new Connection(this);
-    const adopted = adoptAccepted(accepted, conn.upstream.readOptions());
-    conn.clientReadsInto = adopted !== null;
-    const client = (adopted ?? accepted) as ProxiedSocket;
+    const client = accepted as ProxiedSocket;
     conn.client = client;
     conn.downstream.dst = client;
     client[CONN] = conn;

@@ -3,7 +3,7 @@ import { createHash, randomBytes } from "node:crypto";
 import net from "node:net";
 import { once } from "node:events";
 import { describe, it } from "node:test";
-import { adoptAccepted, Relay } from "./relay.ts";
+import { interceptAccepts, Relay, socketForHandle, type AcceptedHandle } from "./relay.ts";
 
 /** A server on 127.0.0.1 whose first accepted socket is returned (paused, as in the data plane). */
 async function acceptOne(): Promise<{ port: number; accepted: Promise<net.Socket>; server: net.Server }> {
@@ -14,34 +14,41 @@ async function acceptOne(): Promise<{ port: number; accepted: Promise<net.Socket
   return { port: (server.address() as net.AddressInfo).port, accepted, server };
 }
 
+/** A server on 127.0.0.1 with accepts intercepted; its first connection's handle is returned. */
+async function interceptOne(): Promise<{ port: number; handle: Promise<AcceptedHandle>; server: net.Server }> {
+  const server = net.createServer();
+  server.on("connection", () => assert.fail("the server built a socket: accepts were not intercepted"));
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const handle = new Promise<AcceptedHandle>((resolve) => {
+    assert.ok(interceptAccepts(server, resolve), "accepts could not be intercepted: the data path would fall back to 'data' events");
+  });
+  return { port: (server.address() as net.AddressInfo).port, handle, server };
+}
+
 function sha256(buf: Buffer): string {
   return createHash("sha256").update(buf).digest("hex");
 }
 
 describe("relay", () => {
-  it("adopts an accepted socket on this Node, so clients read through onread", async () => {
-    const { port, accepted, server } = await acceptOne();
+  it("intercepts accepts on this Node, so clients read through onread", async () => {
+    const { port, handle, server } = await interceptOne();
     const client = net.connect(port, "127.0.0.1");
-    const original = await accepted;
     const reads: number[] = [];
-    const adopted = adoptAccepted(original, { buffer: Buffer.alloc(16), callback: (n) => (reads.push(n), true) });
-    assert.ok(adopted, "the handle could not be moved: the data path would fall back to 'data' events");
-    assert.ok(original.destroyed);
-    // The server no longer counts the original socket.
-    const count = await new Promise<number>((resolve, reject) => server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
-    assert.equal(count, 0);
-    assert.equal(adopted.remoteAddress, "127.0.0.1");
-    adopted.resume();
-    client.end("hello");
-    await once(adopted, "end");
-    assert.equal(reads.reduce((a, b) => a + b, 0), 5);
-    adopted.end();
+    const accepted = socketForHandle(await handle, { buffer: Buffer.alloc(16), callback: (n) => (reads.push(n), true) });
+    assert.equal(accepted.remoteAddress, "127.0.0.1");
+    assert.equal(accepted.remotePort, client.localPort);
+    accepted.resume();
+    client.end("hello, relay");
+    await once(accepted, "end");
+    assert.deepEqual(reads.reduce((a, b) => a + b, 0), 12);
+    accepted.end();
     await once(client, "close");
     server.close();
   });
 
   it("keeps bytes intact while writes are pending and other connections reuse chunks", async () => {
-    // Two paths source → [adopted socket → Relay] → sink on this thread. A's sink reads
+    // Two paths source → [accepted socket → Relay] → sink on this thread. A's sink reads
     // nothing at first, so A's writes stay pending and hold their chunks; B flows meanwhile
     // and takes chunks from the same pool. Recycling a held chunk would corrupt A.
     const a = await relayPath(randomBytes(24 << 20));
@@ -54,32 +61,31 @@ describe("relay", () => {
   });
 });
 
-/** source → adopted socket → Relay → sink, with the sink paused; `done` checks the bytes. */
+/** source → accepted socket → Relay → sink, with the sink paused; `done` checks the bytes. */
 async function relayPath(payload: Buffer) {
-  const front = await acceptOne();
+  const front = await interceptOne();
   const back = await acceptOne();
   const source = net.connect(front.port, "127.0.0.1");
   const toSink = net.connect({ port: back.port, host: "127.0.0.1" });
   await once(toSink, "connect");
   const relay = new Relay();
   relay.dst = toSink;
-  const adopted = adoptAccepted(await front.accepted, relay.readOptions());
-  assert.ok(adopted);
+  const accepted = socketForHandle(await front.handle, relay.readOptions());
   toSink.on("drain", () => {
     relay.drained();
-    adopted.resume();
+    accepted.resume();
   });
-  adopted.on("end", () => toSink.end());
+  accepted.on("end", () => toSink.end());
   const sink = await back.accepted;
   const received: Buffer[] = [];
   sink.on("data", (chunk: Buffer) => received.push(chunk));
-  adopted.resume();
+  accepted.resume();
   source.end(payload);
   const done = once(sink, "end").then(() => {
     const got = Buffer.concat(received);
     assert.equal(got.length, payload.length);
     assert.equal(sha256(got), sha256(payload));
-    for (const s of [source, toSink, adopted, sink]) s.destroy();
+    for (const s of [source, toSink, accepted, sink]) s.destroy();
     front.server.close();
     back.server.close();
   });

@@ -1,4 +1,5 @@
 import net from "node:net";
+import util from "node:util";
 
 /**
  * Moving bytes from one socket to another without an allocation per read.
@@ -81,27 +82,43 @@ export class Relay {
   }
 }
 
-interface HandleOwner {
-  _handle: { readStart?: unknown } | null;
+/** The handle of a connection a listening socket accepted, not yet wrapped in a net.Socket. */
+export type AcceptedHandle = { readonly __accepted: unique symbol };
+
+interface ListeningHandle {
+  onconnection?: unknown;
 }
 
 /**
- * The same connection as `accepted`, as a socket that reads through `callback`.
+ * Has a listening `server` pass each accepted connection to `onAccept` as a bare handle,
+ * so that it can be wrapped in a socket that reads through `onread` (socketForHandle).
  *
- * net.Server has no `onread` option (net.Socket and net.connect do), so the accepted
- * socket's handle moves to a new net.Socket constructed around it, which is how Node
- * itself builds accepted and inherited sockets. The `handle` option and the `_handle`
- * field are not documented, so when they are not what this expects, null is returned and
- * the caller keeps `accepted` on the stream path. `accepted` must not have read anything
- * yet (the server is created with pauseOnConnect).
+ * net.Server has no `onread` option (net.Socket and net.connect do), and building its
+ * usual socket first and moving the handle over would cost a third socket per
+ * connection. So this takes the place of the server's own accept callback on its
+ * listening handle. Node sets `_handle.onconnection` to that callback and builds accepted
+ * sockets from `{ handle }` itself, but neither is documented: when the listening handle
+ * is not what this expects, nothing is changed and false is returned, and the caller
+ * stays on the 'connection' event and the stream path. Accept errors (EMFILE and the
+ * like) are emitted on the server as before.
  */
-export function adoptAccepted(accepted: net.Socket, onread: net.OnReadOpts): net.Socket | null {
-  const owner = accepted as unknown as HandleOwner;
-  const handle = owner._handle;
-  if (handle === null || typeof handle !== "object" || typeof handle.readStart !== "function") return null;
-  owner._handle = null;
-  // With no handle, destroy only gives the server its connection count back.
-  accepted.destroy();
+export function interceptAccepts(server: net.Server, onAccept: (handle: AcceptedHandle) => void): boolean {
+  const listening = (server as unknown as { _handle: ListeningHandle | null })._handle;
+  if (listening === null || typeof listening !== "object" || typeof listening.onconnection !== "function") return false;
+  listening.onconnection = (status: number, handle: AcceptedHandle) => {
+    if (status < 0) server.emit("error", acceptError(status));
+    else onAccept(handle);
+  };
+  return true;
+}
+
+/** A socket for an accepted connection that reads through `onread`, paused until resumed. */
+export function socketForHandle(handle: AcceptedHandle, onread: net.OnReadOpts): net.Socket {
   const options = { handle, allowHalfOpen: true, pauseOnCreate: true, onread };
   return new net.Socket(options as unknown as net.SocketConstructorOpts);
+}
+
+function acceptError(status: number): NodeJS.ErrnoException {
+  const code = util.getSystemErrorName(status);
+  return Object.assign(new Error(`accept ${code}`), { errno: status, code, syscall: "accept" });
 }
