@@ -104,6 +104,25 @@ describe("proxying", () => {
     await waitFor(() => echo.open() === 0, 2000, "backend side closed");
   });
 
+  it("keeps a connection with traffic open past timeouts.idle, then closes it once quiet", async () => {
+    const echo = await startEchoBackend();
+    const lb = await startBalancer({ ...backendsOf(echo), timeouts: { idle: "300ms" } });
+    const socket = await connect(lb.port);
+    let closedAt = 0;
+    socket.once("close", () => (closedAt = Date.now()));
+    // A byte every 100 ms for 1.2 s: four idle timeouts' worth, never 300 ms quiet.
+    for (let i = 0; i < 12; i++) {
+      socket.write("x");
+      await new Promise((r) => socket.once("data", r));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(closedAt, 0, "closed while traffic was flowing");
+    const quietFrom = Date.now();
+    await waitFor(() => closedAt !== 0, 2000, "closed once quiet");
+    const quiet = closedAt - quietFrom;
+    assert.ok(quiet >= 150 && quiet < 1000, `closed after ${quiet}ms quiet`);
+  });
+
   it("passes a backend reset on to the client", async () => {
     const resetter = await startServer((socket) => socket.once("data", () => socket.resetAndDestroy()));
     const lb = await startBalancer(backendsOf(resetter));

@@ -44,6 +44,8 @@ export class Relay {
   dst: net.Socket | null = null;
   /** Chunks written to dst whose writes have not completed yet. */
   private held: Buffer[] | null = null;
+  /** Set on every read; the data plane's idle sweep clears it. */
+  active = false;
 
   readonly onread: ReadCallback = (n) => this.forward(n);
 
@@ -55,6 +57,7 @@ export class Relay {
   /** Writes the n bytes just read to dst; false when dst's buffer is full. */
   forward(n: number): boolean {
     const dst = this.dst!;
+    this.active = true;
     let chunk: Buffer | null = null;
     let data: Buffer;
     if (n <= SMALL_READ_BYTES) {
