@@ -247,6 +247,43 @@ export async function refusedPort(): Promise<number> {
   return port;
 }
 
+/**
+ * A port on 127.0.0.1 where connects hang: a listener in another process with a backlog
+ * of 1 whose thread is blocked, so it never accepts. Once its accept queue is full (filled
+ * here), the kernel drops further SYNs and a connect waits until the caller's timeout.
+ */
+export async function unansweredPort(): Promise<number> {
+  const listener = spawn(
+    process.execPath,
+    [
+      "-e",
+      `const s = require("node:net").createServer();
+       s.listen({ port: 0, host: "127.0.0.1", backlog: 1 }, () => {
+         console.log(s.address().port);
+         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); // never accept
+       });`,
+    ],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  track(async () => void listener.kill("SIGKILL"));
+  const port = await new Promise<number>((resolve, reject) => {
+    listener.stdout!.once("data", (d: Buffer) => resolve(Number(d.toString().trim())));
+    listener.once("exit", (code) => reject(new Error(`listener exited with ${code}`)));
+  });
+  // Fill the accept queue: connect until a connect does not complete.
+  for (let i = 0; i < 16; i++) {
+    const socket = net.connect({ port, host: "127.0.0.1" });
+    socket.on("error", () => {});
+    track(async () => void socket.destroy());
+    const connected = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 300);
+      socket.once("connect", () => (clearTimeout(timer), resolve(true)));
+    });
+    if (!connected) return port;
+  }
+  throw new Error("could not fill the accept queue of the unanswered listener");
+}
+
 // ---- clients -------------------------------------------------------------------------
 
 /** Connects, optionally sends and half-closes, and returns everything received until close. */

@@ -13,6 +13,7 @@ import {
   startEchoBackend,
   startNamedBackend,
   startServer,
+  unansweredPort,
   waitFor,
 } from "./harness.ts";
 
@@ -102,6 +103,40 @@ describe("proxying", () => {
     const elapsed = Date.now() - started;
     assert.ok(elapsed >= 250 && elapsed < 2000, `closed after ${elapsed}ms`);
     await waitFor(() => echo.open() === 0, 2000, "backend side closed");
+  });
+
+  it("gives up a dial at timeouts.connect and retries another backend", async () => {
+    const hanging = await unansweredPort();
+    const echo = await startEchoBackend();
+    const lb = await startBalancer({
+      discovery: { backends: [{ address: `127.0.0.1:${hanging}` }, { address: echo.address }] },
+      timeouts: { connect: "300ms" },
+    });
+    // Round robin: one of the two first connections dials the hanging backend first.
+    const started = Date.now();
+    const replies = await Promise.all([request(lb.port, "a"), request(lb.port, "b")]);
+    const elapsed = Date.now() - started;
+    assert.deepEqual(replies.sort(), ["a", "b"]);
+    assert.ok(elapsed >= 250 && elapsed < 2000, `took ${elapsed}ms`);
+    const failed = await lb.waitForLog((l) => l.msg === "backend dial failed" && l.backend === `127.0.0.1:${hanging}`);
+    assert.equal(failed.reason, "connect timeout");
+  });
+
+  it("times out every pending dial at its own deadline", async () => {
+    const hanging = await unansweredPort();
+    const lb = await startBalancer({
+      discovery: { backends: [{ address: `127.0.0.1:${hanging}` }] },
+      timeouts: { connect: "300ms" },
+      retries: 0,
+    });
+    const closedAfter = (delayMs: number) =>
+      new Promise<void>((resolve) => setTimeout(resolve, delayMs)).then(async () => {
+        const started = Date.now();
+        assert.equal(await request(lb.port), "");
+        return Date.now() - started;
+      });
+    const times = await Promise.all([closedAfter(0), closedAfter(100), closedAfter(200)]);
+    for (const t of times) assert.ok(t >= 250 && t < 1000, `closed after ${times.join(", ")} ms`);
   });
 
   it("keeps a connection with traffic open past timeouts.idle, then closes it once quiet", async () => {

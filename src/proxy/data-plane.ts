@@ -92,6 +92,11 @@ class Connection {
   /** Intrusive list of open connections: O(1) add and remove, no allocation. */
   prev: Connection | null = null;
   next: Connection | null = null;
+  /** Intrusive list of dials in progress, oldest first, with this dial's deadline. */
+  dialPrev: Connection | null = null;
+  dialNext: Connection | null = null;
+  dialling = false;
+  dialDeadline = 0;
 
   constructor(plane: DataPlane) {
     this.plane = plane;
@@ -121,6 +126,14 @@ export class DataPlane {
   private accepting = false;
   private drained: (() => void) | null = null;
   private readonly idleSweeper: NodeJS.Timeout | null = null;
+  /**
+   * Dials in progress, oldest first. Every dial has the same connect timeout, so the
+   * oldest expires first and one timer, armed for it, serves them all: no timer is made
+   * or cancelled per connection.
+   */
+  private dialHead: Connection | null = null;
+  private dialTail: Connection | null = null;
+  private dialTimer: NodeJS.Timeout | null = null;
 
   constructor(opts: DataPlaneOptions) {
     this.opts = opts;
@@ -202,6 +215,7 @@ export class DataPlane {
       c.backend?.destroy();
     }
     if (this.idleSweeper !== null) clearInterval(this.idleSweeper);
+    if (this.dialTimer !== null) clearTimeout(this.dialTimer);
     return forced;
   }
 
@@ -285,9 +299,8 @@ export class DataPlane {
     backend[CONN] = conn;
     conn.backend = backend;
     conn.upstream.dst = backend;
-    backend.setTimeout(this.opts.connectTimeoutMs);
-    backend.once("connect", onBackendConnect);
-    backend.once("timeout", onBackendConnectTimeout);
+    this.dialStarted(conn);
+    backend.on("connect", onBackendConnect);
     backend.on("error", onBackendError);
     backend.on("close", onBackendClose);
   }
@@ -344,8 +357,7 @@ export class DataPlane {
     const client = conn.client;
     const backend = conn.backend!;
     conn.connected = true;
-    backend.setTimeout(0);
-    backend.off("timeout", onBackendConnectTimeout);
+    this.dialEnded(conn);
     if (!conn.clientReadsInto) client.on("data", onClientData);
     client.on("end", onClientEnd);
     client.on("drain", onClientDrain);
@@ -354,10 +366,55 @@ export class DataPlane {
     client.resume();
   }
 
+  // ---- connect timeout --------------------------------------------------------------
+
+  private dialStarted(conn: Connection): void {
+    conn.dialDeadline = performance.now() + this.opts.connectTimeoutMs;
+    conn.dialling = true;
+    conn.dialPrev = this.dialTail;
+    conn.dialNext = null;
+    if (this.dialTail !== null) this.dialTail.dialNext = conn;
+    else this.dialHead = conn;
+    this.dialTail = conn;
+    if (this.dialTimer === null) this.armDialTimer();
+  }
+
+  /** The dial connected, failed or was abandoned; called more than once is fine. */
+  private dialEnded(conn: Connection): void {
+    if (!conn.dialling) return;
+    conn.dialling = false;
+    if (conn.dialPrev !== null) conn.dialPrev.dialNext = conn.dialNext;
+    else this.dialHead = conn.dialNext;
+    if (conn.dialNext !== null) conn.dialNext.dialPrev = conn.dialPrev;
+    else this.dialTail = conn.dialPrev;
+    conn.dialPrev = conn.dialNext = null;
+    // The timer is left armed: when it fires it re-arms for the then oldest dial.
+  }
+
+  private armDialTimer(): void {
+    const head = this.dialHead;
+    if (head === null) {
+      this.dialTimer = null;
+      return;
+    }
+    this.dialTimer = setTimeout(() => this.expireDials(), Math.max(1, Math.ceil(head.dialDeadline - performance.now())));
+    this.dialTimer.unref();
+  }
+
+  private expireDials(): void {
+    const now = performance.now();
+    for (let c = this.dialHead; c !== null && c.dialDeadline <= now; c = this.dialHead) {
+      this.dialEnded(c);
+      c.backend!.destroy(new DialTimeoutError());
+    }
+    this.armDialTimer();
+  }
+
   // ---- account ----------------------------------------------------------------------
 
   /** Gives back the backend's active count (once per dial), with bytes if it connected. */
   release(conn: Connection): void {
+    this.dialEnded(conn);
     if (!conn.counted) return;
     conn.counted = false;
     const slot = conn.view!.slot;
@@ -414,12 +471,6 @@ function onBackendConnect(this: ProxiedSocket): void {
     return;
   }
   conn.plane.connected(conn);
-}
-
-function onBackendConnectTimeout(this: ProxiedSocket): void {
-  const conn = this[CONN];
-  if (conn.connected) return;
-  this.destroy(new DialTimeoutError());
 }
 
 function onBackendError(this: ProxiedSocket, err: NodeJS.ErrnoException): void {
