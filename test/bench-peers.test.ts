@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { parseIperf, parseWrk } from "../bench/peers/load.ts";
 import { haproxyConfig, nginxStreamConfig } from "../bench/peers/paths.ts";
-import { median, ratioToBestPeer, record, replaceSection, resultTable, type PathInfo, type Samples } from "../bench/peers/report.ts";
+import { treeCpuMs } from "../bench/peers/processes.ts";
+import { cpuTable, median, ratioToBestPeer, record, replaceSection, resultTable, type PathInfo, type Samples } from "../bench/peers/report.ts";
 
 const WRK = `Running 4s test @ http://127.0.0.1:40001/
   2 threads and 50 connections
@@ -68,6 +69,27 @@ describe("peer benchmark report", () => {
     assert.match(table[3]!, /^\| GoBalancer \| — \| 30000 \| 4\.00 \|/);
     assert.match(table[6]!, /^\| GoBalancer ÷ best peer \| — \| 0\.86× \| 2\.00× \|/);
     assert.match(table[7]!, /^\| target ratio \| ≥ 1\.00 \| ≥ 0\.90 \| ≤ 1\.20 \| ≥ 0\.75 \| ≤ 1\.20 \| ≤ 2\.00 \|$/);
+  });
+
+  it("gives CPU per request for every balancer, not the direct path", () => {
+    const s = samples();
+    [12, 10, 11].forEach((v) => record(s, "gb", "keepAliveCpuUs", v));
+    [90, 80].forEach((v) => record(s, "ha", "closeCpuUs", v));
+    const table = cpuTable(s, PATHS).split("\n");
+    assert.deepEqual(table.slice(2), ["| GoBalancer | 11 | — |", "| HAProxy | — | 85 |", "| nginx | — | — |"]);
+  });
+
+  it("reads the CPU time of a process tree from /proc", () => {
+    const before = treeCpuMs(process.pid);
+    const start = process.cpuUsage();
+    const cpuSince = () => {
+      const u = process.cpuUsage(start);
+      return (u.user + u.system) / 1000;
+    };
+    while (cpuSince() < 200); // burn 200 ms of CPU, however busy the machine is
+    const used = treeCpuMs(process.pid) - before;
+    // /proc counts in 10 ms ticks; other threads of this process may add a little.
+    assert.ok(used >= 170 && used < 1000, `measured ${used} ms of ${cpuSince()} ms`);
   });
 
   it("replaces only its own section of the document", () => {

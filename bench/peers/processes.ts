@@ -163,12 +163,8 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-/**
- * Resident memory of a process and all its descendants in KiB: VmRSS per process (it
- * already covers every thread of that process), summed over the tree, because nginx and
- * HAProxy in master/worker mode hold connections in several processes.
- */
-export function treeRssKiB(root: number): number {
+/** A process and all its descendants (nginx and HAProxy in master/worker mode hold connections in several). */
+export function processTree(root: number): number[] {
   const children = new Map<number, number[]>();
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
@@ -183,19 +179,47 @@ export function treeRssKiB(root: number): number {
       // Exited while listing.
     }
   }
-  let total = 0;
+  const tree: number[] = [];
   const queue = [root];
   while (queue.length > 0) {
     const pid = queue.pop()!;
+    tree.push(pid);
+    queue.push(...(children.get(pid) ?? []));
+  }
+  return tree;
+}
+
+/** Resident memory of a process tree in KiB: VmRSS per process (it covers all its threads), summed. */
+export function treeRssKiB(root: number): number {
+  let total = 0;
+  for (const pid of processTree(root)) {
     try {
       const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
       if (m) total += Number(m[1]);
     } catch {
-      continue;
+      // Exited.
     }
-    queue.push(...(children.get(pid) ?? []));
   }
   return total;
+}
+
+/** Clock ticks per second of /proc/<pid>/stat's CPU times (USER_HZ, 100 on Linux). */
+const USER_HZ = 100;
+
+/** CPU time (user + system, all threads) a process tree has used so far, in ms. */
+export function treeCpuMs(root: number): number {
+  let ticks = 0;
+  for (const pid of processTree(root)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      // utime and stime are fields 14 and 15 of stat(5); these fields start at field 3.
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // Exited.
+    }
+  }
+  return (ticks * 1000) / USER_HZ;
 }
 
 /**

@@ -114,6 +114,16 @@ export function latencyTable(samples: Samples, paths: readonly PathInfo[]): stri
   );
 }
 
+/** Median CPU time the balancer's processes used per request, in both wrk modes. */
+export function cpuTable(samples: Samples, paths: readonly PathInfo[]): string {
+  const withCpu = paths.filter((p) => p.role !== "ceiling");
+  const cell = (id: string, key: string) => formatValue(medianOf(samples, id, key), 0);
+  return markdownTable(
+    ["path", "keep-alive CPU µs per request", "new-conn CPU µs per request"],
+    withCpu.map((p) => [p.label, cell(p.id, "keepAliveCpuUs"), cell(p.id, "closeCpuUs")]),
+  );
+}
+
 export function markdownTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
   const line = (cells: readonly string[]) => `| ${cells.join(" | ")} |`;
   return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n");
@@ -220,6 +230,12 @@ ${resultTable(samples, paths)}
 Latency percentiles (medians over the rounds):
 
 ${latencyTable(samples, paths)}
+
+CPU time of each balancer's processes (user + system, all threads, from /proc) per request
+during the wrk runs, medians over the rounds. System time includes the loopback delivery
+the kernel does inside the balancer's own system calls:
+
+${cpuTable(samples, paths)}
 
 Every round's value:
 
