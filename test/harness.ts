@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { createInterface } from "node:readline";
 import { stringify } from "yaml";
 
 export const REPO = path.resolve(import.meta.dirname, "..");
@@ -167,17 +168,7 @@ function portOf(address: string): number {
 }
 
 function lineReader(stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
-  let buffered = "";
-  stream.setEncoding("utf8");
-  stream.on("data", (chunk: string) => {
-    buffered += chunk;
-    let nl: number;
-    while ((nl = buffered.indexOf("\n")) >= 0) {
-      onLine(buffered.slice(0, nl));
-      buffered = buffered.slice(nl + 1);
-    }
-  });
-  stream.on("end", () => buffered && onLine(buffered));
+  createInterface({ input: stream, crlfDelay: Infinity }).on("line", onLine);
 }
 
 // ---- backends ------------------------------------------------------------------------

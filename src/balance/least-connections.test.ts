@@ -6,19 +6,10 @@ import { CounterTable, CounterView } from "../pool/counters.ts";
 import { BackendPool, type BackendView } from "../pool/pool.ts";
 import { LeastConnectionsPicker } from "./least-connections.ts";
 import { createPicker, type Picker } from "./picker.ts";
+import { seededRandom } from "../../test/seeded-random.ts";
 
 const views = (weights: number[]): BackendView[] =>
   weights.map((weight, i) => ({ key: `10.0.0.${i}:80`, host: `10.0.0.${i}`, port: 80, weight, slot: i }));
-
-/** A seeded PRNG (mulberry32), so failures reproduce. */
-function random(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** What the data plane does around a pick: count the connection, tell the picker. */
 function open(picker: Picker, active: Int32Array): BackendView {
@@ -34,7 +25,7 @@ function close(picker: Picker, active: Int32Array, slot: number): void {
 
 describe("least_connections", () => {
   it("always picks a minimum of active/weight while connections open and close at random", () => {
-    const rnd = random(7);
+    const rnd = seededRandom(7);
     for (let trial = 0; trial < 20; trial++) {
       const weights = Array.from({ length: 1 + Math.floor(rnd() * 40) }, () => 1 + Math.floor(rnd() * 6));
       const set = views(weights);
@@ -142,7 +133,7 @@ describe("least_connections", () => {
   });
 
   it("patches its tree across pool changes: adds, removes, weight changes, copies, slot reuse", () => {
-    const rnd = random(11);
+    const rnd = seededRandom(11);
     const active = new Int32Array(256);
     let nextId = 0;
     const freeSlots: number[] = [];
@@ -231,7 +222,7 @@ describe("least_connections", () => {
     assert.ok([...first].every((slot) => slot >= 30_000));
     assert.equal(picker.pick("", 0)!.slot, 0);
     // And it still finds the minimum as connections come and go.
-    const rnd = random(3);
+    const rnd = seededRandom(3);
     for (let step = 0; step < 3000; step++) {
       if (rnd() < 0.3) Atomics.add(active, Math.floor(rnd() * 34_000), 1);
       const b = open(picker, active);

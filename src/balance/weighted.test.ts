@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import type { BackendView } from "../pool/pool.ts";
 import { createPicker } from "./picker.ts";
 import { WeightedPicker } from "./weighted.ts";
+import { seededRandom } from "../../test/seeded-random.ts";
 
 const ctx = { active: new Int32Array(64) };
 const views = (weights: number[]): BackendView[] =>
@@ -25,16 +26,6 @@ function nginx(weights: number[], picks: number): number[] {
   return out;
 }
 
-/** A seeded PRNG (mulberry32), so failures reproduce. */
-function random(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe("weighted", () => {
   it("weights 5,1,1 give a a b a c a a, period after period", () => {
     const picker = createPicker("weighted", views([5, 1, 1]), ctx);
@@ -43,7 +34,7 @@ describe("weighted", () => {
   });
 
   it("matches nginx pick for pick, and every window of sum(weights) picks matches the weights", () => {
-    const rnd = random(42);
+    const rnd = seededRandom(42);
     for (let trial = 0; trial < 60; trial++) {
       const n = 1 + Math.floor(rnd() * 12);
       // Few distinct weights (many ties) and wide ranges both.
@@ -66,7 +57,7 @@ describe("weighted", () => {
   });
 
   it("with many distinct weights (a kinetic tournament) matches nginx pick for pick too", () => {
-    const rnd = random(9);
+    const rnd = seededRandom(9);
     for (let trial = 0; trial < 12; trial++) {
       const n = 2 + Math.floor(rnd() * 150);
       const spread = [3, 20, 1000][trial % 3]!;

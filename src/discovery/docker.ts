@@ -1,3 +1,4 @@
+import { createInterface } from "node:readline";
 import Docker from "dockerode";
 import type { Logger } from "pino";
 import type { DesiredBackend } from "../pool/pool.ts";
@@ -165,22 +166,18 @@ export class DockerSource implements DiscoverySource {
 
   /** Parses the newline-delimited JSON events stream; its end means reconnecting. */
   private follow(stream: NodeJS.ReadableStream, session: AbortController, onEvent: (e: DockerEvent) => void): void {
-    let buffered = "";
-    stream.setEncoding("utf8");
-    stream.on("data", (chunk: string) => {
-      buffered += chunk;
-      let nl: number;
-      while ((nl = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, nl).trim();
-        buffered = buffered.slice(nl + 1);
-        if (line === "") continue;
-        try {
-          onEvent(JSON.parse(line) as DockerEvent);
-        } catch {
-          this.log.debug({ line: line.slice(0, 200) }, "docker event not understood");
-        }
+    const lines = createInterface({ input: stream, crlfDelay: Infinity });
+    lines.on("line", (raw: string) => {
+      const line = raw.trim();
+      if (line === "") return;
+      try {
+        onEvent(JSON.parse(line) as DockerEvent);
+      } catch {
+        this.log.debug({ line: line.slice(0, 200) }, "docker event not understood");
       }
     });
+    // readline passes the stream's errors on; they are handled on the stream below.
+    lines.on("error", () => {});
     const ended = (err?: Error) => this.lost(session, err ?? new Error("events stream ended"));
     stream.on("error", ended);
     stream.on("end", () => ended());
