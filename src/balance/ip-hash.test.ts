@@ -218,11 +218,15 @@ describe("ip_hash", () => {
     const groups = new Uint16Array(8);
     assert.equal(parseIp("1.2.3.4", out, groups), 1);
     assert.equal(out[0], 0x01020304);
+    assert.equal(parseIp("255.255.255.255", out, groups), 1);
+    assert.equal(out[0], 0xffffffff);
+    assert.equal(parseIp("10.0.0.1%eth0", out, groups), 1);
+    assert.equal(out[0], 0x0a000001);
     assert.equal(parseIp("2001:db8::1", out, groups), 4);
     assert.deepEqual([...out], [0x20010db8, 0, 0, 1]);
     assert.equal(parseIp("fe80::1%eth0", out, groups), 4);
     assert.deepEqual([...out], [0xfe800000, 0, 0, 1]);
     assert.equal(parseIp("::", out, groups), 4);
-    for (const junk of ["", "1.2.3", "1.2.3.256", "1:2", ":::", "1::2::3", "gg::1", "1.2.3.4.5"]) assert.equal(parseIp(junk, out, groups), 0, junk);
+    for (const junk of ["", "1.2.3", "1.2.3.256", "1.2.3.", ".1.2.3", "1..2.3", "1:2", ":::", "1::2::3", "gg::1", "1.2.3.4.5"]) assert.equal(parseIp(junk, out, groups), 0, junk);
   });
 });
