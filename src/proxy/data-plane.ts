@@ -215,7 +215,10 @@ export class DataPlane {
       c.backend?.destroy();
     }
     if (this.idleSweeper !== null) clearInterval(this.idleSweeper);
-    if (this.dialTimer !== null) clearTimeout(this.dialTimer);
+    if (this.dialTimer !== null) {
+      clearTimeout(this.dialTimer);
+      this.dialTimer = null;
+    }
     return forced;
   }
 
