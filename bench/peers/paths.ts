@@ -95,15 +95,22 @@ export function haproxyConfig(o: { listenPort: number; backends: readonly number
   ].join("\n");
 }
 
+/** The main-context lines both nginx configurations share: workers, limits, files under `dir`. */
+function nginxMain(workers: number, dir: string): string[] {
+  return [
+    `worker_processes ${workers};`,
+    `worker_rlimit_nofile ${NOFILE};`,
+    "daemon off;",
+    `pid ${path.join(dir, "nginx.pid")};`,
+    `error_log ${path.join(dir, "error.log")} warn;`,
+    `events { worker_connections ${MAX_CONNECTIONS * 2}; }`,
+  ];
+}
+
 export function nginxStreamConfig(o: { listenPort: number; backends: readonly number[]; workers: number; dir: string }): string {
   return [
     `load_module ${NGINX_STREAM_MODULE};`,
-    `worker_processes ${o.workers};`,
-    `worker_rlimit_nofile ${NOFILE};`,
-    "daemon off;",
-    `pid ${path.join(o.dir, "nginx.pid")};`,
-    `error_log ${path.join(o.dir, "error.log")} warn;`,
-    `events { worker_connections ${MAX_CONNECTIONS * 2}; }`,
+    ...nginxMain(o.workers, o.dir),
     "stream {",
     `  upstream be { ${o.backends.map((p) => `server 127.0.0.1:${p};`).join(" ")} }`,
     `  server { listen 127.0.0.1:${o.listenPort}; proxy_pass be; proxy_connect_timeout 3s; proxy_timeout 10m; }`,
@@ -116,12 +123,7 @@ export function nginxStreamConfig(o: { listenPort: number; backends: readonly nu
 export function nginxBackendConfig(o: { port: number; dir: string }): string {
   const tmp = (name: string) => path.join(o.dir, "tmp", name);
   return [
-    "worker_processes 1;",
-    `worker_rlimit_nofile ${NOFILE};`,
-    "daemon off;",
-    `pid ${path.join(o.dir, "nginx.pid")};`,
-    `error_log ${path.join(o.dir, "error.log")} warn;`,
-    `events { worker_connections ${MAX_CONNECTIONS * 2}; }`,
+    ...nginxMain(1, o.dir),
     "http {",
     "  access_log off;",
     "  default_type text/plain;",
