@@ -225,7 +225,7 @@ export class DataPlane {
   /** Closes connections with no traffic either way for idle_timeout (see IDLE_SWEEPS). */
   private sweepIdle(): void {
     for (let c = this.head; c !== null; c = c.next) {
-      if (!c.connected || c.done) continue; // a dial has its own connect timeout
+      if (!c.connected) continue; // a dial has its own connect timeout
       if (c.upstream.active || c.downstream.active) {
         c.upstream.active = false;
         c.downstream.active = false;
@@ -525,7 +525,7 @@ function onClientClose(this: ProxiedSocket): void {
   if (!conn.connected || !backend.writableEnded) backend.destroy();
 }
 
-/** The client's bytes when it could not be moved to onClientRead. */
+/** The client's bytes when accepts could not be intercepted (relay.ts): the stream path. */
 function onClientData(this: ProxiedSocket, chunk: Buffer): void {
   const conn = this[CONN];
   conn.upstream.active = true;

@@ -28,8 +28,13 @@ const MAX_FREE_CHUNKS = 64;
 const readBuffer = Buffer.allocUnsafeSlow(CHUNK_BYTES);
 const freeChunks: Buffer[] = [];
 
-function recycle(chunks: Buffer[]): void {
-  for (let i = 0; i < chunks.length && freeChunks.length < MAX_FREE_CHUNKS; i++) freeChunks.push(chunks[i]!);
+/** A chunk no write refers to any more goes back to the free list (while it has room). */
+function release(chunk: Buffer): void {
+  if (freeChunks.length < MAX_FREE_CHUNKS) freeChunks.push(chunk);
+}
+
+function releaseAll(chunks: Buffer[]): void {
+  for (let i = 0; i < chunks.length; i++) release(chunks[i]!);
   chunks.length = 0;
 }
 
@@ -71,8 +76,8 @@ export class Relay {
     const more = dst.write(data);
     if (dst.writableLength === 0) {
       // Nothing queued: every write so far, this one included, is complete.
-      if (this.held !== null) recycle(this.held);
-      if (chunk !== null && freeChunks.length < MAX_FREE_CHUNKS) freeChunks.push(chunk);
+      if (this.held !== null) releaseAll(this.held);
+      if (chunk !== null) release(chunk);
     } else if (chunk !== null) {
       (this.held ??= []).push(chunk);
     }
@@ -81,7 +86,7 @@ export class Relay {
 
   /** dst emitted 'drain': everything written to it is done. */
   drained(): void {
-    if (this.held !== null) recycle(this.held);
+    if (this.held !== null) releaseAll(this.held);
   }
 }
 
