@@ -51,6 +51,8 @@ export class IpHashPicker implements Picker {
   private table: MaglevTable | null = null;
   /** Members of `routable` that are in the table with the weight it was built with. */
   private matched = 0;
+  /** Members of the table's set whose `alive` bit is clear: while 0, lookups skip the bits. */
+  private down = 0;
   /** The previous table, out of service: the next build reuses its buffers. */
   private spare: MaglevTable | null = null;
   private readonly work = new MaglevWorkspace();
@@ -109,15 +111,21 @@ export class IpHashPicker implements Picker {
     const h1 = kind > 0 ? hashWords(this.words, kind, SEED_SLOT) : hashString(clientIp, SEED_SLOT);
     if (table === null) return this.fallback(h1, attempt);
     const size = table.size;
+    const entries = table.entries;
+    let at = h1 % size;
+    // The common case, a first attempt landing on a filled entry of a live backend, needs
+    // neither the probe step (a second hash) nor the probe loop.
+    if (attempt === 0) {
+      const e = entries[at]!;
+      if (e !== EMPTY && (this.down === 0 || (table.alive[e >>> 5]! >>> (e & 31)) & 1)) return table.set[e];
+    }
     const h2 = kind > 0 ? hashWords(this.words, kind, SEED_STEP) : hashString(clientIp, SEED_STEP);
     const step = (h2 % (size - 1)) + 1;
-    const entries = table.entries;
     const alive = table.alive;
     // With more attempts than backends, start again from the first (deterministically).
     const want = attempt < n ? attempt : attempt % n;
     if (want >= MAX_ATTEMPTS) return this.fallback(h1, attempt);
     let found = 0;
-    let at = h1 % size;
     for (let probes = 0; probes < MAX_PROBES * (want + 1); probes++) {
       const e = entries[at]!;
       if (e !== EMPTY && (alive[e >>> 5]! >>> (e & 31)) & 1) {
@@ -164,8 +172,9 @@ export class IpHashPicker implements Picker {
   }
 
   /**
-   * Moves the table's `alive` marks (and the `matched` count) from set `from` to set
-   * `to`: a linear walk comparing references (diff.ts), then O(1) per changed backend.
+   * Moves the table's `alive` marks (and the `matched` and `down` counts) from set `from`
+   * to set `to`: a linear walk comparing references (diff.ts), then O(1) per changed
+   * backend.
    */
   private follow(table: MaglevTable, from: readonly BackendView[], to: readonly BackendView[]): void {
     if (from === to) return;
@@ -181,12 +190,14 @@ export class IpHashPicker implements Picker {
     for (const view of diff.removed) {
       const e = this.indexIn(table, view);
       if (e < 0) continue;
+      if ((table.alive[e >>> 5]! >>> (e & 31)) & 1) this.down++;
       table.alive[e >>> 5]! &= ~(1 << (e & 31));
       this.matched -= built(e, view);
     }
     for (const view of diff.added) {
       const e = this.indexIn(table, view);
       if (e < 0) continue;
+      if (((table.alive[e >>> 5]! >>> (e & 31)) & 1) === 0) this.down--;
       table.alive[e >>> 5]! |= 1 << (e & 31);
       this.matched += built(e, view);
     }
@@ -252,6 +263,7 @@ export class IpHashPicker implements Picker {
     };
     this.table = table;
     this.matched = table.set.length;
+    this.down = 0; // a new table is built with every member alive
     // The set may have moved on while this table was built.
     this.follow(table, table.set, this.routable);
     if (!this.exact() && this.routable.length > 0) this.startBuild();
