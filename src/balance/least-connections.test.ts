@@ -24,27 +24,34 @@ function close(picker: Picker, active: Int32Array, slot: number): void {
 }
 
 describe("least_connections", () => {
-  it("always picks a minimum of active/weight while connections open and close at random", () => {
-    const rnd = seededRandom(7);
-    for (let trial = 0; trial < 20; trial++) {
-      const weights = Array.from({ length: 1 + Math.floor(rnd() * 40) }, () => 1 + Math.floor(rnd() * 6));
-      const set = views(weights);
-      const active = new Int32Array(64);
-      const picker = createPicker("least_connections", set, { active });
-      const openSlots: number[] = [];
-      for (let step = 0; step < 2000; step++) {
-        if (openSlots.length > 0 && rnd() < 0.45) {
-          const slot = openSlots.splice(Math.floor(rnd() * openSlots.length), 1)[0]!;
-          close(picker, active, slot);
-          continue;
+  for (const countsChangedElsewhere of [false, true]) {
+    const threads = countsChangedElsewhere ? "counts shared with other threads" : "this thread the only one";
+    it(`always picks a minimum of active/weight while connections open and close at random (${threads})`, () => {
+      const rnd = seededRandom(7);
+      for (let trial = 0; trial < 20; trial++) {
+        const weights = Array.from({ length: 1 + Math.floor(rnd() * 40) }, () => 1 + Math.floor(rnd() * 6));
+        const set = views(weights);
+        const active = new Int32Array(64);
+        const picker = createPicker("least_connections", set, { active, countsChangedElsewhere });
+        const openSlots: number[] = [];
+        const closeOne = () => close(picker, active, openSlots.splice(Math.floor(rnd() * openSlots.length), 1)[0]!);
+        for (let step = 0; step < 2000; step++) {
+          if (openSlots.length > 0 && rnd() < 0.45) {
+            closeOne();
+            continue;
+          }
+          const min = Math.min(...set.map((b) => active[b.slot]! / b.weight));
+          const b = picker.pick("", 0)!;
+          assert.equal(active[b.slot]! / b.weight, min, `step ${step}: picked ${b.slot} above the minimum`);
+          // Sometimes another connection closes between a pick and the report of its open.
+          if (openSlots.length > 0 && rnd() < 0.3) closeOne();
+          Atomics.add(active, b.slot, 1);
+          picker.connectionOpened?.(b.slot);
+          openSlots.push(b.slot);
         }
-        const min = Math.min(...set.map((b) => active[b.slot]! / b.weight));
-        const b = open(picker, active);
-        assert.equal((active[b.slot]! - 1) / b.weight, min, `step ${step}: picked ${b.slot} above the minimum`);
-        openSlots.push(b.slot);
       }
-    }
-  });
+    });
+  }
 
   it("shares ties round robin: idle backends take turns evenly", () => {
     const active = new Int32Array(8);
@@ -174,9 +181,15 @@ describe("least_connections", () => {
       }
       // Sometimes a copy of every view, as a data-plane thread receives them.
       set = rnd() < 0.15 ? structuredClone(next) : next;
+      // Sometimes the change comes between a pick and the report of its open.
+      const unreported = rnd() < 0.3 ? picker.pick("", 0) : undefined;
       picker = createPicker("least_connections", set, { active }, picker);
       assert.equal(picker, first, "updated in place");
       assert.equal((picker as LeastConnectionsPicker).size, set.length);
+      if (unreported !== undefined && set.includes(unreported)) {
+        Atomics.add(active, unreported.slot, 1);
+        picker.connectionOpened?.(unreported.slot);
+      }
       if (set.length === 0) {
         assert.equal(picker.pick("", 0), undefined);
         continue;

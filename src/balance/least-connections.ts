@@ -1,6 +1,6 @@
 import type { BackendView } from "../pool/pool.ts";
 import { diffRoutable } from "./diff.ts";
-import type { Picker } from "./picker.ts";
+import type { Picker, PickerContext } from "./picker.ts";
 
 /**
  * The backend with the fewest active connections per unit of weight; among equal ones the
@@ -12,7 +12,8 @@ import type { Picker } from "./picker.ts";
  * same double and equal ratios always do, so comparisons are exact. A pick reads the root
  * (O(1)); the winner's new "last picked" reaches the tree with its new count when the data
  * plane reports the open (connectionOpened), and a close does the same: O(log N) each, no
- * allocation.
+ * allocation. (The open walks the whole path, since the winner was best everywhere on it;
+ * a close stops where the backend no longer wins, often well below the root.)
  *
  * A pool change patches the tree instead of rebuilding it (`update`): a backend keeps its
  * leaf for as long as it stays routable, a leaving backend frees its leaf, a joining one
@@ -24,8 +25,9 @@ import type { Picker } from "./picker.ts";
  * How exact with several data-plane threads: the counts themselves live in shared memory
  * (`active`, changed with Atomics by every thread), but each thread keeps its own tree.
  * A leaf is re-read from shared memory whenever this thread touches it: on its own opens
- * and closes, on the winner of every pick (re-checked before it is returned), and one
- * more leaf per pick in rotation, so every leaf is refreshed at least once per N picks.
+ * and closes, and, when other threads change counts too (`countsChangedElsewhere`), on
+ * the winner of every pick (re-checked before it is returned) and one more leaf per pick
+ * in rotation, so every leaf is refreshed at least once per N picks.
  * So with one thread the pick is exactly a minimum; with several, the winner's count is
  * current at the moment of the pick, and another backend can look busier (or idler) than
  * it is only by the other threads' opens and closes on it since this thread last touched
@@ -78,6 +80,8 @@ class ViewSlots {
 
 export class LeastConnectionsPicker implements Picker {
   private readonly shared: Int32Array;
+  /** Other threads change `shared` too, unannounced (see the class comment). */
+  private readonly countsChangedElsewhere: boolean;
   /** The routable list this tree reflects, to diff the next one against. */
   private routable: readonly BackendView[] = [];
   /** Live backends (occupied leaves). */
@@ -116,10 +120,11 @@ export class LeastConnectionsPicker implements Picker {
   /** Arrays for twice the capacity, being prepared in the background (see prepareGrowth). */
   private spare: Spare | null = null;
 
-  constructor(backends: readonly BackendView[], shared: Int32Array, schedule?: (task: () => void) => void, now?: () => number) {
-    this.shared = shared;
-    this.schedule = schedule ?? ((task) => void setImmediate(task).unref());
-    this.now = now ?? (() => performance.now());
+  constructor(backends: readonly BackendView[], context: PickerContext) {
+    this.shared = context.active;
+    this.countsChangedElsewhere = context.countsChangedElsewhere ?? true;
+    this.schedule = context.schedule ?? ((task) => void setImmediate(task).unref());
+    this.now = context.now ?? (() => performance.now());
     this.rebuild(backends);
   }
 
@@ -152,6 +157,7 @@ export class LeastConnectionsPicker implements Picker {
       return;
     }
     this.routable = next;
+    this.settlePending(); // settle() stops early only if every other path is up to date
     const views = this.views;
     const changed: number[] = []; // leaves whose weight moved
     for (let k = 0; k < diff.renewed.length; k++) {
@@ -187,13 +193,18 @@ export class LeastConnectionsPicker implements Picker {
 
   pick(_clientIp: string, attempt: number): BackendView | undefined {
     if (this.n === 0) return undefined;
-    if (this.pending >= 0) this.settle(this.pending);
-    // Keep other threads' counts flowing in: one leaf per pick, in rotation.
-    this.refresh(this.scrub);
-    this.scrub = this.scrub + 1 === this.top ? 0 : this.scrub + 1;
-    let chosen = this.choose(attempt);
-    // The winner's count may have moved on another thread since we last looked.
-    if (this.refresh(chosen)) chosen = this.choose(attempt);
+    this.settlePending();
+    let chosen: number;
+    if (this.countsChangedElsewhere) {
+      // Keep other threads' counts flowing in: one leaf per pick, in rotation.
+      this.refresh(this.scrub);
+      this.scrub = this.scrub + 1 === this.top ? 0 : this.scrub + 1;
+      chosen = this.choose(attempt);
+      // The winner's count may have moved on another thread since we last looked.
+      if (this.refresh(chosen)) chosen = this.choose(attempt);
+    } else {
+      chosen = this.choose(attempt);
+    }
     this.tree[4 * (this.base + chosen) + 1] = ++this.seq;
     this.pending = chosen;
     this.cursor = chosen + 1 === this.top ? 0 : chosen + 1;
@@ -402,9 +413,15 @@ export class LeastConnectionsPicker implements Picker {
     if (leaf === this.pending) this.pending = -1;
   }
 
-  /** Recomputes every inner node, bottom up. */
+  /** Settles the last pick's winner, whose new "last picked" is not yet in the tree. */
+  private settlePending(): void {
+    if (this.pending >= 0) this.settle(this.pending);
+  }
+
+  /** Recomputes every inner node, bottom up (which settles any pending winner too). */
   private pullAll(): void {
     for (let node = this.base - 1; node >= 1; node--) this.pull(node);
+    this.pending = -1;
   }
 
   /**
@@ -444,7 +461,7 @@ export class LeastConnectionsPicker implements Picker {
     if (slot >= this.leafOfSlot.length) return;
     const leaf = this.leafOfSlot[slot]!;
     if (leaf < 0) return;
-    if (!this.refresh(leaf) && leaf === this.pending) this.settle(leaf);
+    if (!this.refresh(leaf) && leaf === this.pending) this.settlePending();
   }
 
   /** Re-reads a leaf's shared count; returns whether it changed (the tree then is updated). */
@@ -453,16 +470,29 @@ export class LeastConnectionsPicker implements Picker {
     if (view === undefined) return false;
     const now = this.read(view.slot);
     if (now === this.active[leaf]) return false;
+    if (leaf !== this.pending) this.settlePending();
     this.active[leaf] = now;
     this.tree[4 * (this.base + leaf)] = now / this.weight[leaf]!;
     this.settle(leaf);
     return true;
   }
 
-  /** Brings the leaf's path to the root up to date. */
+  /**
+   * Brings the tree up to date after a change of this leaf's key, from the leaf up. It
+   * stops at the first node whose winner is another leaf both before and after: that
+   * node is unchanged (its winner beat the leaf's old key within its subtree and still
+   * does, or the leaf's new key lost to it), so nothing above it changes either. That
+   * holds only while every other path is up to date: a pick's pending winner is settled
+   * (settlePending) before any other leaf changes.
+   */
   private settle(leaf: number): void {
     if (leaf === this.pending) this.pending = -1;
-    for (let node = (leaf + this.base) >>> 1; node >= 1; node >>>= 1) this.pull(node);
+    const t = this.tree;
+    for (let node = (leaf + this.base) >>> 1; node >= 1; node >>>= 1) {
+      const was = t[4 * node + 2];
+      this.pull(node);
+      if (was !== leaf && t[4 * node + 2] !== leaf) return;
+    }
   }
 
   /** Sets a node to the better of its two children. */

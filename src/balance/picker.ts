@@ -34,6 +34,12 @@ export interface PickerContext {
   /** Active connections per backend slot (Atomics.load to read). */
   readonly active: Int32Array;
   /**
+   * Whether other threads change `active` too. When false, every change of a count is
+   * this thread's and is reported (connectionOpened/Closed), so least_connections need
+   * not re-read counts it was not told about. Default: true.
+   */
+  readonly countsChangedElsewhere?: boolean;
+  /**
    * A counter shared by every data-plane thread, at index `ticketIndex`, so that round
    * robin takes turns across threads rather than per thread. Without it, a local one.
    */
@@ -75,7 +81,7 @@ export function createPicker(
         previous.update(routable);
         return previous;
       }
-      return new LeastConnectionsPicker(routable, context.active, context.schedule, context.now);
+      return new LeastConnectionsPicker(routable, context);
     case "ip_hash":
       // The table and any build in progress live in the picker: update it in place so a
       // change at a million backends does not start over from an empty table.

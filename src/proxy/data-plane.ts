@@ -23,8 +23,11 @@ export interface DataPlaneOptions {
   idleTimeoutMs: number;
   counters: CounterView;
   logger: Logger;
-  /** Share the port with other threads' listeners; the kernel spreads connections. */
-  reusePort?: boolean;
+  /**
+   * One of several data-plane threads: the listener shares the port with the others'
+   * (reusePort, the kernel spreads connections) and the others change the counts too.
+   */
+  threaded?: boolean;
   /** Passive health: a dial to `backend` failed for `reason`. */
   onDialFailure?: (backend: BackendView, reason: string) => void;
 }
@@ -144,7 +147,12 @@ export class DataPlane {
     const configured = opts.maxConnections > 0 ? opts.maxConnections : Infinity;
     this.connectionCap = Math.min(configured, opts.descriptorCap);
     this.capReason = configured <= opts.descriptorCap ? "max_connections reached" : "file descriptor limit reached";
-    this.pickerContext = { active: opts.counters.active, tickets: opts.counters.global, ticketIndex: GLOBAL_RR_TICKET };
+    this.pickerContext = {
+      active: opts.counters.active,
+      countsChangedElsewhere: opts.threaded === true,
+      tickets: opts.counters.global,
+      ticketIndex: GLOBAL_RR_TICKET,
+    };
     this.picker = createPicker(opts.algorithm, [], this.pickerContext);
     // pauseOnConnect: read nothing from a client until its backend is connected, so
     // no client bytes are buffered here while dialling.
@@ -174,7 +182,7 @@ export class DataPlane {
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => reject(listenError(this.opts.listen, err));
       this.server.once("error", onError);
-      this.server.listen({ host: host || undefined, port, reusePort: this.opts.reusePort ?? false, backlog: 1024 }, () => {
+      this.server.listen({ host: host || undefined, port, reusePort: this.opts.threaded === true, backlog: 1024 }, () => {
         this.server.off("error", onError);
         this.accepting = true;
         interceptAccepts(this.server, (handle) => this.acceptHandle(handle));

@@ -5,7 +5,7 @@ import type { BackendView, Snapshot } from "../pool/pool.ts";
 import type { DataPlaneOptions } from "./data-plane.ts";
 
 /** The plain-data part of DataPlaneOptions, as it crosses to a thread. */
-export type WorkerPlaneOptions = Omit<DataPlaneOptions, "counters" | "logger" | "reusePort" | "onDialFailure">;
+export type WorkerPlaneOptions = Omit<DataPlaneOptions, "counters" | "logger" | "threaded" | "onDialFailure">;
 
 /** workerData of a data-plane thread. */
 export interface WorkerInit {

@@ -18,7 +18,7 @@ const plane = new DataPlane({
   ...init.options,
   counters: new CounterView(init.counters, init.thread),
   logger,
-  reusePort: true,
+  threaded: true,
   onDialFailure: (backend, reason) => send({ type: "dialFailed", backend, reason }),
 });
 
