@@ -16,7 +16,9 @@
  * and the longest event-loop delay (monitorEventLoopDelay, wall time: on a busy machine
  * it includes time the process was not scheduled at all).
  * least_connections is timed per connection: pick + count the open + close an older one
- * (1,000 held), since its tree moves on every open and close.
+ * (1,000 held), since its tree moves on every open and close; as with the default single
+ * data-plane thread, and up to 100,000 backends also as one of several threads (shared
+ * counts, which each pick re-reads).
  */
 import os from "node:os";
 import { constants, monitorEventLoopDelay, PerformanceObserver, type PerformanceEntry } from "node:perf_hooks";
@@ -80,11 +82,12 @@ new PerformanceObserver((list) => {
 const loopDelay = monitorEventLoopDelay({ resolution: 1 });
 
 /** Context whose background slices run on the event loop, each one timed and counted. */
-function benchContext(active: Int32Array): PickerContext & { slices: number[]; pending: { count: number } } {
+function benchContext(active: Int32Array, countsChangedElsewhere: boolean): PickerContext & { slices: number[]; pending: { count: number } } {
   const slices: number[] = [];
   const pending = { count: 0 };
   return {
     active,
+    countsChangedElsewhere,
     slices,
     pending,
     schedule: (task) => {
@@ -174,10 +177,11 @@ function memory(): number {
   return m.heapUsed + m.arrayBuffers;
 }
 
-async function benchOne(algorithm: Algorithm, label: string, set: BackendView[], seed: number): Promise<Row> {
+/** `threaded`: as one of several data-plane threads (workers > 1), which share the counts. */
+async function benchOne(algorithm: Algorithm, label: string, set: BackendView[], seed: number, threaded = false): Promise<Row> {
   const n = set.length;
   const active = new Int32Array(new SharedArrayBuffer(4 * (n + 1)));
-  const ctx = benchContext(active);
+  const ctx = benchContext(active, threaded);
   const before = memory();
   let t0 = cpuMs();
   let picker = createPicker(algorithm, set, ctx);
@@ -261,6 +265,10 @@ for (const n of SIZES) {
     if (only && !only.includes(algorithm)) continue;
     process.stderr.write(`N=${n} ${algorithm}…\n`);
     console.log(format(await benchOne(algorithm, algorithm, set, SEED[n]![a])));
+    if (algorithm === "least_connections" && n <= 100_000) {
+      process.stderr.write(`N=${n} least_connections, workers > 1…\n`);
+      console.log(format(await benchOne(algorithm, "least_connections, workers > 1", set, SEED[n]![a], true)));
+    }
   }
   if (n === 100_000 && (!only || only.includes("weighted"))) {
     process.stderr.write(`N=${n} weighted, 1000 distinct weights…\n`);
