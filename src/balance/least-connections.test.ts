@@ -95,6 +95,29 @@ describe("least_connections", () => {
     assert.deepEqual([...retried].sort(), [1, 2]);
   });
 
+  it("a retry takes the next lowest load, not counting the backend that just failed", () => {
+    const rnd = seededRandom(5);
+    for (let trial = 0; trial < 50; trial++) {
+      const set = views(Array.from({ length: 2 + Math.floor(rnd() * 30) }, () => 1 + Math.floor(rnd() * 4)));
+      const active = new Int32Array(64);
+      for (const b of set) active[b.slot] = Math.floor(rnd() * 6);
+      const picker = createPicker("least_connections", set, { active, countsChangedElsewhere: false });
+      // What the data plane does when dials fail: count the open, give it back, pick again.
+      let failed = open(picker, active);
+      close(picker, active, failed.slot);
+      for (let attempt = 1; attempt <= Math.min(6, set.length); attempt++) {
+        const others = set.filter((b) => b !== failed).map((b) => active[b.slot]! / b.weight).sort((x, y) => x - y);
+        const b = picker.pick("", attempt)!;
+        assert.notEqual(b, failed, `trial ${trial}, attempt ${attempt}: the failed backend again`);
+        assert.equal(active[b.slot]! / b.weight, others[Math.min(attempt - 1, others.length - 1)], `trial ${trial}, attempt ${attempt}`);
+        Atomics.add(active, b.slot, 1);
+        picker.connectionOpened?.(b.slot);
+        close(picker, active, b.slot);
+        failed = b;
+      }
+    }
+  });
+
   it("counts return to zero when connections close, across a remove and re-add with connections open", () => {
     const logger = pino({ level: "silent" });
     const table = new CounterTable(1);
@@ -213,8 +236,8 @@ describe("least_connections", () => {
     for (let i = 0; i < 2; i++) order.push(picker.pick("", 0)!.slot);
     picker = createPicker("least_connections", [...set, { key: "10.0.0.9:80", host: "10.0.0.9", port: 80, weight: 1, slot: 9 }], { active }, picker);
     for (let i = 0; i < 5; i++) order.push(picker.pick("", 0)!.slot);
-    // The rotation resumes where it was; the newcomer joins it among the never picked.
-    assert.deepEqual(order, [0, 1, 2, 3, 9, 0, 1]);
+    // The rotation resumes where it was; the newcomer joins the back of the idle ones.
+    assert.deepEqual(order, [0, 1, 2, 3, 0, 1, 9]);
   });
 
   it("grows into capacity prepared in the background, keeping every backend's place", () => {
@@ -229,10 +252,13 @@ describe("least_connections", () => {
     const more = Array.from({ length: 4_000 }, (_, i): BackendView => ({ key: `10.4.${i >> 8}.${i & 255}:80`, host: "h", port: 80, weight: 1, slot: 30_000 + i }));
     picker = createPicker("least_connections", [...set, ...more], { active }, picker);
     assert.equal((picker as LeastConnectionsPicker).size, 34_000);
-    // The newcomers were never picked: they come first, each once; then the old ones.
-    const first = new Set(Array.from({ length: 4_000 }, () => picker.pick("", 0)!.slot));
-    assert.equal(first.size, 4_000);
-    assert.ok([...first].every((slot) => slot >= 30_000));
+    // The rotation resumes where it was (every old backend once more, in order), and the
+    // newcomers, in line behind them, come next, each once.
+    const old = Array.from({ length: 30_000 }, () => picker.pick("", 0)!.slot);
+    assert.deepEqual(old, set.map((b) => b.slot));
+    const newcomers = new Set(Array.from({ length: 4_000 }, () => picker.pick("", 0)!.slot));
+    assert.equal(newcomers.size, 4_000);
+    assert.ok([...newcomers].every((slot) => slot >= 30_000));
     assert.equal(picker.pick("", 0)!.slot, 0);
     // And it still finds the minimum as connections come and go.
     const rnd = seededRandom(3);

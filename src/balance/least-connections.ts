@@ -4,48 +4,80 @@ import type { Picker, PickerContext } from "./picker.ts";
 
 /**
  * The backend with the fewest active connections per unit of weight; among equal ones the
- * one picked least recently, which is round robin: idle backends take turns in order.
+ * one that reached that load first, which is round robin: idle backends take turns in
+ * order. (HAProxy's leastconn breaks ties the same way: a server requeued at a load goes
+ * behind the servers already there.)
  *
- * A tournament tree (typed arrays, one leaf per backend) holds in every node the best
- * leaf below it by (active/weight, last picked, leaf index). active/weight is kept as a
- * double: with counts below 2^31 and weights ≤ 1000, distinct ratios never round to the
- * same double and equal ratios always do, so comparisons are exact. A pick reads the root
- * (O(1)); the winner's new "last picked" reaches the tree with its new count when the data
- * plane reports the open (connectionOpened), and a close does the same: O(log N) each, no
- * allocation. (The open walks the whole path, since the winner was best everywhere on it;
- * a close stops where the backend no longer wins, often well below the root.)
+ * Layout, as in the O(1) LFU cache: backends of one weight form a group, and within a
+ * group every active count that some backend has is a bucket, a doubly linked list of
+ * its backends in the order they arrived at that count. A group knows its lowest count,
+ * so its best backend is the head of that bucket. A connection opening or closing moves
+ * one backend from the bucket of its old count to the tail of its new one: O(1), and the
+ * group's lowest count moves at most to the backend's new count. Groups compete in a
+ * tournament tree by (lowest count / weight, arrival order of their best backend), so a
+ * pick reads the root, O(1), and a move replays one path of it, O(log G) for G distinct
+ * weights (G is 1 to 3 in most pools; weights are at most 1000). No step depends on N.
  *
- * A pool change patches the tree instead of rebuilding it (`update`): a backend keeps its
- * leaf for as long as it stays routable, a leaving backend frees its leaf, a joining one
- * takes a free leaf, and only the paths above changed leaves are recomputed. Finding the
- * changes is a linear walk over the old and new routable lists comparing references (the
- * pool keeps a view object until its weight changes, and keeps its order), so a change at
- * a million backends costs a few ms; views copied across threads compare by slot and key.
+ * A pick hands out the head and notes it (`pending`); the open that follows moves it to
+ * the next count. If another pick comes first (a retry, or a caller that does not count
+ * opens), the pending backend goes to the back of its bucket then, so repeated picks
+ * take turns too.
+ *
+ * A pool change patches the buckets (`update`): a leaving backend is unlinked, a joining
+ * one is linked at the tail of its count, a weight change moves it between groups, all
+ * O(1) each. Finding the changes is a linear walk over the old and new routable lists
+ * comparing references (the pool keeps a view object until its weight changes, and keeps
+ * its order), a few ms at a million backends; views copied across threads compare by
+ * slot and key.
  *
  * How exact with several data-plane threads: the counts themselves live in shared memory
- * (`active`, changed with Atomics by every thread), but each thread keeps its own tree.
- * A leaf is re-read from shared memory whenever this thread touches it: on its own opens
- * and closes, and, when other threads change counts too (`countsChangedElsewhere`), on
- * the winner of every pick (re-checked before it is returned) and one more leaf per pick
- * in rotation, so every leaf is refreshed at least once per N picks.
- * So with one thread the pick is exactly a minimum; with several, the winner's count is
- * current at the moment of the pick, and another backend can look busier (or idler) than
- * it is only by the other threads' opens and closes on it since this thread last touched
- * it — and no backend is ever handed out on a stale low count, because the winner is
- * re-read. Two threads picking at the same instant may both choose the same idle backend.
+ * (`active`, changed with Atomics by every thread), but each thread keeps its own
+ * buckets, placed by the count it last read. A backend's count is re-read whenever this
+ * thread touches it: on its own opens and closes, and, when other threads change counts
+ * too (`countsChangedElsewhere`), on the winner of every pick (re-read before it is handed
+ * out, until the winner's count is current) and one more backend per pick in rotation, so
+ * every backend is re-read at least once per N picks. So with one thread the pick is
+ * exactly a minimum; with several, the winner's count is current at the moment of the
+ * pick, and another backend can look busier (or idler) than it is only by the other
+ * threads' opens and closes on it since this thread last read it — and no backend is
+ * handed out on a stale low count. Two threads picking at the same instant may both
+ * choose the same idle backend. A re-read may move a backend by more than one count; the
+ * group's new lowest count is then found by scanning the buckets in between, which costs
+ * as many steps as the other threads made changes on that backend.
  */
+
 /** From this capacity on, the arrays for the next one are prepared ahead (prepareGrowth). */
 const GROW_AHEAD_FROM = 1 << 15;
 /** Longest a slice of that preparation holds the event loop, in ms. */
 const SLICE_MS = 4;
+/** End of a list; an empty bucket, leaf or tree node. */
+const NONE = -1;
+/** Retries (attempt ≥ 1) walk at most this far down the order; the data plane tries ≤ 16 picks. */
+const MAX_WALK = 128;
 
-interface Spare {
-  readonly base: number;
-  ready: boolean;
-  readonly tree: Float64Array<ArrayBuffer>;
-  readonly weight: Int32Array<ArrayBuffer>;
-  readonly active: Int32Array<ArrayBuffer>;
+/** The per-backend arrays, indexed by leaf. */
+interface Leaves {
+  /** Neighbours in the backend's bucket list. */
+  readonly next: Int32Array<ArrayBuffer>;
+  readonly prev: Int32Array<ArrayBuffer>;
+  /** The count the backend is filed under (the shared count as last read, never < 0). */
+  readonly count: Int32Array<ArrayBuffer>;
+  readonly group: Int32Array<ArrayBuffer>;
+  /** When it arrived at its bucket: orders backends of different groups with equal loads. */
+  readonly arrived: Float64Array<ArrayBuffer>;
+  /** Free leaves below `top`, a stack. */
   readonly free: Int32Array<ArrayBuffer>;
+}
+
+function allocateLeaves(capacity: number): Leaves {
+  return {
+    next: new Int32Array(capacity),
+    prev: new Int32Array(capacity),
+    count: new Int32Array(capacity),
+    group: new Int32Array(capacity),
+    arrived: new Float64Array(capacity),
+    free: new Int32Array(capacity),
+  };
 }
 
 /**
@@ -70,11 +102,9 @@ class ViewSlots {
     return false;
   }
 
-  /** Room for leaves [0, size), nothing past it. */
-  resize(size: number): void {
-    const chunks = Math.ceil(size / 32768);
-    while (this.chunks.length < chunks) this.chunks.push(new Array<BackendView | undefined>(32768).fill(undefined));
-    if (this.chunks.length > chunks) this.chunks.length = chunks;
+  /** Room for leaves [0, size) at least. */
+  ensure(size: number): void {
+    while (this.chunks.length * 32768 < size) this.chunks.push(new Array<BackendView | undefined>(32768).fill(undefined));
   }
 }
 
@@ -82,50 +112,74 @@ export class LeastConnectionsPicker implements Picker {
   private readonly shared: Int32Array;
   /** Other threads change `shared` too, unannounced (see the class comment). */
   private readonly countsChangedElsewhere: boolean;
-  /** The routable list this tree reflects, to diff the next one against. */
+  /** The routable list the buckets reflect, to diff the next one against. */
   private routable: readonly BackendView[] = [];
   /** Live backends (occupied leaves). */
   private n = 0;
-  /** Leaf capacity, a power of two; leaves start at node `base` in `tree`. */
-  private base = 1;
-  /** Leaves in [0, top) have been used; leaves at or past it are all empty. */
+  /** Leaves in [0, top) have been used; leaves at or past it are all free. */
   private top = 0;
-  /**
-   * Node k holds its best leaf's key at 4k: [active/weight, last picked, leaf index, -],
-   * so the two children of a node share one 64-byte cache line (node 1 is the root;
-   * empty leaves have ratio Infinity and index -1). "Last picked" is a pick sequence
-   * number, 0 for never.
-   */
-  private tree = new Float64Array(8);
-  /** Per leaf: its view (undefined when empty), weight and last-read shared count. */
-  private readonly views = new ViewSlots();
-  private weight = new Int32Array(1);
-  private active = new Int32Array(1);
-  /** slot → leaf, -1 where this picker has no backend on that slot. */
-  private leafOfSlot = new Int32Array(0);
-  /** Free leaves below `top`, a stack. */
-  private free = new Int32Array(1);
-  /** Room for one double per backend, used by rebuild. */
-  private scratch = new Float64Array(0);
   private freeCount = 0;
+  private capacity = 0;
+  // Per leaf (see Leaves), kept as fields: they are read on every open and close.
+  private next = new Int32Array(0);
+  private prev = new Int32Array(0);
+  private count = new Int32Array(0);
+  private groupOf = new Int32Array(0);
+  private arrived = new Float64Array(0);
+  private free = new Int32Array(0);
+  private readonly views = new ViewSlots();
+  /** slot → leaf, NONE where this picker has no backend on that slot. */
+  private leafOfSlot = new Int32Array(0);
+
+  // Per group: backends of one weight, in buckets by count.
+  /** Head and tail leaf of each count's bucket, NONE where no member has that count. */
+  private readonly heads: Int32Array[] = [];
+  private readonly tails: Int32Array[] = [];
+  private weightOf = new Int32Array(1);
+  private sizeOf = new Int32Array(1);
+  /** Lowest count of a member (meaningless while the group is empty). */
+  private lowOf = new Int32Array(1);
+  /**
+   * The group's key in the tournament: lowest count / weight (exact: with counts below
+   * 2^31 and weights ≤ 1000, distinct ratios never round to the same double), then when
+   * the head of that bucket arrived there.
+   */
+  private ratioOf = new Float64Array(1);
+  private firstOf = new Float64Array(1);
+  private groups = 0;
+  private readonly groupOfWeight = new Map<number, number>();
+  private readonly freeGroups: number[] = [];
+  /**
+   * Tournament tree over the groups: node k (1 is the root) holds the better group of its
+   * subtree, NONE if all are empty; group g's own node is gBase + g.
+   */
+  private gBase = 1;
+  private gTree = new Int32Array(2).fill(NONE);
+  /** Scratch for a retry's walk: each group's position (count, leaf) and members passed. */
+  private walkCount = new Int32Array(1);
+  private walkLeaf = new Int32Array(1);
+  private walkSeen = new Int32Array(1);
+
+  /** Arrival sequence (see Leaves.arrived). */
   private seq = 0;
-  /** The last winner, whose new `last` is not yet in the tree (-1: none). */
-  private pending = -1;
-  /** Just past the last winner: where a retry starts looking. */
-  private cursor = 0;
+  /** The last leaf handed out, until its open is reported (then it has moved anyway). */
+  private pending = NONE;
+  /** The last leaf handed out: what a retry walks around. */
+  private lastHanded = NONE;
+  /** Next leaf to re-read in rotation when other threads change counts. */
   private scrub = 0;
 
   private readonly schedule: (task: () => void) => void;
   private readonly now: () => number;
   /** Arrays for twice the capacity, being prepared in the background (see prepareGrowth). */
-  private spare: Spare | null = null;
+  private spare: { leaves: Leaves; capacity: number; ready: boolean } | null = null;
 
   constructor(backends: readonly BackendView[], context: PickerContext) {
     this.shared = context.active;
     this.countsChangedElsewhere = context.countsChangedElsewhere ?? true;
     this.schedule = context.schedule ?? ((task) => void setImmediate(task).unref());
     this.now = context.now ?? (() => performance.now());
-    this.rebuild(backends);
+    this.update(backends);
   }
 
   /** Whether this picker reads these shared counts (so it can be updated in place). */
@@ -139,55 +193,42 @@ export class LeastConnectionsPicker implements Picker {
   }
 
   /**
-   * Makes the tree reflect `next`, patching what changed: O(N) reference comparisons to
-   * find the changes, then O(log N) per changed backend (or one O(N) pass over the inner
-   * nodes when that is cheaper). Counts and "last picked" of unchanged backends carry over.
+   * Makes the buckets reflect `next`: O(N) reference comparisons to find the changes,
+   * then O(1) per changed backend (plus O(log G) to replay its group's path). Counts and
+   * places of unchanged backends carry over.
    */
   update(next: readonly BackendView[]): void {
     if (next === this.routable) return;
-    // Past this many removes and adds, one O(N) rebuild beats patching leaf by leaf.
-    const limit = 64 + (Math.max(this.routable.length, next.length) >>> 3);
-    const diff = diffRoutable(this.routable, next, (view) => this.holds(view), limit);
-    const n = diff === null ? 0 : this.n - diff.removed.length + diff.added.length;
-    // Out of room, with twice the room ready: grow into it (O(N) copying, no rebuild).
-    if (diff !== null && n > this.base && n <= 2 * this.base && this.spare?.ready === true && this.spare.base === 2 * this.base) this.grow();
-    // Too many changes, out of room, or mostly empty: lay the leaves out afresh (O(N)).
-    if (diff === null || n > this.base || (this.base > 1024 && n < this.base >>> 3)) {
-      this.rebuild(next);
-      return;
-    }
+    // From empty (the first build), everything is new: no walk, no list of additions.
+    const diff = this.n === 0 ? { removed: [], renewed: [], added: next } : diffRoutable(this.routable, next, (view) => this.holds(view))!;
     this.routable = next;
-    this.settlePending(); // settle() stops early only if every other path is up to date
-    const views = this.views;
-    const changed: number[] = []; // leaves whose weight moved
+    this.settlePending();
+    for (const view of diff.removed) this.removeLeaf(this.leafOfSlot[view.slot]!, view.slot);
     for (let k = 0; k < diff.renewed.length; k++) {
       const view = diff.renewed[k]!;
       const leaf = this.leafOfSlot[view.slot]!;
-      views.set(leaf, view);
-      if (view.weight !== this.weight[leaf]) changed.push(leaf);
+      this.views.set(leaf, view);
+      if (view.weight !== this.weightOf[this.groupOf[leaf]!]) {
+        const count = this.count[leaf]!;
+        this.detach(leaf);
+        this.attach(leaf, this.groupFor(view.weight), count);
+      }
     }
-    const touched = diff.removed.length + diff.added.length + changed.length;
-    // Each path costs log N; past N of them, recomputing every inner node is cheaper.
-    const paths = touched * (Math.log2(this.base) + 1) < this.base;
-    for (const view of diff.removed) {
-      const leaf = this.leafOfSlot[view.slot]!;
-      this.clearLeaf(leaf, view.slot);
-      if (paths) this.settle(leaf);
-    }
-    for (const leaf of changed) {
-      this.weight[leaf] = views.get(leaf)!.weight;
-      this.tree[4 * (this.base + leaf)] = this.active[leaf]! / this.weight[leaf]!;
-      if (paths) this.settle(leaf);
-    }
+    if (this.n + diff.added.length > this.capacity) this.grow(this.n + diff.added.length);
+    let maxSlot = -1;
+    for (const view of diff.added) if (view.slot > maxSlot) maxSlot = view.slot;
+    if (maxSlot >= this.leafOfSlot.length) this.widenSlots(maxSlot);
+    let weight = 0;
+    let group = NONE;
     for (const view of diff.added) {
+      if (view.weight !== weight) {
+        weight = view.weight;
+        group = this.groupFor(weight);
+      }
       const leaf = this.freeCount > 0 ? this.free[--this.freeCount]! : this.top++;
-      this.fillLeaf(leaf, view, 0);
-      if (paths) this.settle(leaf);
+      this.addLeaf(leaf, view, group);
     }
-    this.n = n;
-    if (!paths) this.pullAll();
     if (this.scrub >= this.top) this.scrub = 0;
-    if (this.cursor >= this.top) this.cursor = 0;
     this.prepareGrowth();
   }
 
@@ -197,17 +238,16 @@ export class LeastConnectionsPicker implements Picker {
     let chosen: number;
     if (this.countsChangedElsewhere) {
       // Keep other threads' counts flowing in: one leaf per pick, in rotation.
-      this.refresh(this.scrub);
-      this.scrub = this.scrub + 1 === this.top ? 0 : this.scrub + 1;
+      if (this.scrub < this.top) this.refresh(this.scrub);
+      this.scrub = this.scrub + 1 >= this.top ? 0 : this.scrub + 1;
       chosen = this.choose(attempt);
-      // The winner's count may have moved on another thread since we last looked.
-      if (this.refresh(chosen)) chosen = this.choose(attempt);
+      // The winner's count may have moved on another thread since we last read it.
+      for (let i = 0; i < 4 && this.refresh(chosen); i++) chosen = this.choose(attempt);
     } else {
       chosen = this.choose(attempt);
     }
-    this.tree[4 * (this.base + chosen) + 1] = ++this.seq;
     this.pending = chosen;
-    this.cursor = chosen + 1 === this.top ? 0 : chosen + 1;
+    this.lastHanded = chosen;
     return this.views.get(chosen);
   }
 
@@ -219,6 +259,13 @@ export class LeastConnectionsPicker implements Picker {
     this.touch(slot);
   }
 
+  /** A first pick is the head of the best group's lowest bucket; a retry walks on (see walk). */
+  private choose(attempt: number): number {
+    if (attempt > 0) return this.walk(attempt - 1);
+    const g = this.gTree[1]!;
+    return this.heads[g]![this.lowOf[g]!]!;
+  }
+
   /** Whether `view`'s backend has a leaf here. */
   private holds(view: BackendView): boolean {
     if (view.slot >= this.leafOfSlot.length) return false;
@@ -226,306 +273,349 @@ export class LeastConnectionsPicker implements Picker {
     return leaf >= 0 && this.views.get(leaf)!.key === view.key;
   }
 
-  /**
-   * Lays out `backends` on leaves 0..N-1 in their order, keeping each one's "last picked"
-   * (so the rotation survives). O(N) in two passes over typed arrays, reusing them when
-   * they are big enough: the cost of the first build and of a change that touches a
-   * large part of the set.
-   */
-  private rebuild(backends: readonly BackendView[]): void {
-    const n = backends.length;
-    let base = 1;
-    while (base < n) base <<= 1;
-    // Pass 1: every backend's "last picked" as it is now, and the largest slot. (Read
-    // before anything is overwritten: the tree may be reused in place.)
-    if (this.scratch.length < n) this.scratch = new Float64Array(base);
-    const last = this.scratch;
-    const oldTree = this.tree;
-    const oldBase = this.base;
-    const oldLeafOfSlot = this.leafOfSlot;
-    const oldViews = this.views;
-    let maxSlot = -1;
-    for (let i = 0; i < n; i++) {
-      const b = backends[i]!;
-      const slot = b.slot;
-      if (slot > maxSlot) maxSlot = slot;
-      let seen = 0;
-      if (slot < oldLeafOfSlot.length) {
-        const leaf = oldLeafOfSlot[slot]!;
-        if (leaf >= 0) {
-          const was = oldViews.get(leaf)!;
-          if (was === b || was.key === b.key) seen = oldTree[4 * (oldBase + leaf) + 1]!;
-        }
-      }
-      last[i] = seen;
-    }
-    if (base !== oldBase || oldTree.length !== 8 * base) {
-      const spare = this.spare?.base === base && this.spare.ready ? this.spare : null;
-      this.tree = spare?.tree ?? new Float64Array(8 * base);
-      this.weight = spare?.weight ?? new Int32Array(base);
-      this.active = spare?.active ?? new Int32Array(base);
-      this.free = spare?.free ?? new Int32Array(base);
-      this.spare = null;
-    }
-    this.views.resize(Math.max(base, this.spare?.base ?? 0));
-    if (maxSlot >= oldLeafOfSlot.length || oldLeafOfSlot.length > 2 * maxSlot + 1024) {
-      // Headroom: new backends take new slots, and growing means fresh memory.
-      this.leafOfSlot = new Int32Array(maxSlot + 1 + ((maxSlot + 1) >>> 3) + 16).fill(-1);
-    } else {
-      oldLeafOfSlot.fill(-1);
-    }
-    this.base = base;
-    // Pass 2: the leaves.
-    const tree = this.tree;
-    const views = this.views;
-    const weight = this.weight;
-    const active = this.active;
-    const leafOfSlot = this.leafOfSlot;
-    const shared = this.shared;
-    for (let i = 0; i < n; i++) {
-      const b = backends[i]!;
-      const slot = b.slot;
-      const count = Atomics.load(shared, slot);
-      const a = count < 0 ? 0 : count;
-      views.set(i, b);
-      weight[i] = b.weight;
-      active[i] = a;
-      leafOfSlot[slot] = i;
-      const at = 4 * (base + i);
-      tree[at] = a / b.weight;
-      tree[at + 1] = last[i]!;
-      tree[at + 2] = i;
-    }
-    for (let i = n; i < base; i++) {
-      views.set(i, undefined);
-      const at = 4 * (base + i);
-      tree[at] = Infinity;
-      tree[at + 1] = 0;
-      tree[at + 2] = -1;
-    }
-    this.n = n;
-    this.top = n;
-    this.freeCount = 0;
-    this.routable = backends;
-    this.pending = -1;
-    this.pullAll();
-    if (this.scrub >= this.top) this.scrub = 0;
-    if (this.cursor >= this.top) this.cursor = 0;
-    this.prepareGrowth();
-  }
-
-  /**
-   * Doubles the capacity using the arrays prepared in the background: the old tree
-   * becomes the new root's left subtree (node k at depth d moves to k + 2^d, a copy per
-   * level), leaves keep their indices, so nothing else moves. O(N) copying of memory
-   * already touched: a few ms at a million backends, where allocating and filling new
-   * arrays on the spot costs hundreds (first touches of fresh memory are page faults).
-   */
-  private grow(): void {
-    const spare = this.spare!;
-    const old = this.tree;
-    const oldBase = this.base;
-    for (let d = 1; d <= oldBase; d <<= 1) spare.tree.set(old.subarray(4 * d, 8 * d), 8 * d);
-    spare.weight.set(this.weight);
-    spare.active.set(this.active);
-    spare.free.set(this.free.subarray(0, this.freeCount));
-    this.tree = spare.tree;
-    this.weight = spare.weight;
-    this.active = spare.active;
-    this.free = spare.free;
-    this.base = spare.base;
-    this.views.resize(this.base);
-    this.spare = null;
-    this.pull(1);
-  }
-
-  /**
-   * Once the tree is three quarters full (and large), allocates the arrays for twice the
-   * capacity and touches them a slice at a time on the event loop, so that growing later
-   * (grow) finds them ready. The tree's new nodes start empty, as grow expects.
-   */
-  private prepareGrowth(): void {
-    const base = 2 * this.base;
-    if (this.base < GROW_AHEAD_FROM || this.n <= (this.base >>> 2) * 3 || this.spare?.base === base) return;
-    const spare: Spare = {
-      base,
-      ready: false,
-      tree: new Float64Array(8 * base),
-      weight: new Int32Array(base),
-      active: new Int32Array(base),
-      free: new Int32Array(base),
-    };
-    this.spare = spare;
-    let node = 0;
-    const slice = () => {
-      if (this.spare !== spare) return; // superseded
-      const deadline = this.now() + SLICE_MS;
-      while (node < 2 * base && this.now() < deadline) {
-        const end = Math.min(2 * base, node + 16_384);
-        for (let k = node; k < end; k++) {
-          spare.tree[4 * k] = Infinity;
-          spare.tree[4 * k + 2] = -1;
-        }
-        // The leaf arrays, touched alongside (their values are all written by grow).
-        if (node < base) {
-          const to = Math.min(base, end);
-          spare.weight.fill(0, node, to);
-          spare.active.fill(0, node, to);
-          spare.free.fill(0, node, to);
-        }
-        node = end;
-      }
-      // Room for the views too, a chunk per slice (chunks past the capacity are unused).
-      const viewsReady = this.views.reserve(base);
-      if (node < 2 * base || !viewsReady) this.schedule(slice);
-      else spare.ready = true;
-    };
-    this.schedule(slice);
-  }
-
-  private fillLeaf(leaf: number, view: BackendView, last: number): void {
-    if (view.slot >= this.leafOfSlot.length) {
-      let length = Math.max(16, this.leafOfSlot.length);
-      while (length <= view.slot) length += (length >>> 3) + 16;
-      const grown = new Int32Array(length).fill(-1);
-      grown.set(this.leafOfSlot);
-      this.leafOfSlot = grown;
-    }
-    this.views.set(leaf, view);
-    this.weight[leaf] = view.weight;
-    const active = this.read(view.slot);
-    this.active[leaf] = active;
-    this.leafOfSlot[view.slot] = leaf;
-    const at = 4 * (this.base + leaf);
-    this.tree[at] = active / view.weight;
-    this.tree[at + 1] = last;
-    this.tree[at + 2] = leaf;
-  }
-
-  private clearLeaf(leaf: number, slot: number): void {
-    this.views.set(leaf, undefined);
-    this.leafOfSlot[slot] = -1;
-    const at = 4 * (this.base + leaf);
-    this.tree[at] = Infinity;
-    this.tree[at + 1] = 0;
-    this.tree[at + 2] = -1;
-    this.free[this.freeCount++] = leaf;
-    if (leaf === this.pending) this.pending = -1;
-  }
-
-  /** Settles the last pick's winner, whose new "last picked" is not yet in the tree. */
-  private settlePending(): void {
-    if (this.pending >= 0) this.settle(this.pending);
-  }
-
-  /** Recomputes every inner node, bottom up (which settles any pending winner too). */
-  private pullAll(): void {
-    for (let node = this.base - 1; node >= 1; node--) this.pull(node);
-    this.pending = -1;
-  }
-
-  /**
-   * The first pick (attempt 0) is the root. A retry is the best leaf at or after the
-   * cursor (just past the backend handed out last), so successive retries walk the ring
-   * and never return the backend that just failed while it is still the least loaded.
-   */
-  private choose(attempt: number): number {
-    const root = this.tree[6]!;
-    if (attempt === 0) return root;
-    const found = this.bestFrom(this.cursor);
-    return found >= 0 ? found : root;
-  }
-
-  /** Best leaf in [from, capacity): range query over the O(log N) canonical nodes. */
-  private bestFrom(from: number): number {
-    let best = -1; // a node
-    let lo = from + this.base;
-    let hi = 2 * this.base; // exclusive
-    // `before` is a total order (ties end on the index), so combination order is free.
-    while (lo < hi) {
-      if (lo & 1) {
-        if (best < 0 || this.before(lo, best)) best = lo;
-        lo++;
-      }
-      if (hi & 1) {
-        hi--;
-        if (best < 0 || this.before(hi, best)) best = hi;
-      }
-      lo >>>= 1;
-      hi >>>= 1;
-    }
-    return best < 0 ? -1 : this.tree[4 * best + 2]!;
-  }
-
+  /** Re-files the leaf of `slot` under its shared count (an open or close on it). */
   private touch(slot: number): void {
     if (slot >= this.leafOfSlot.length) return;
     const leaf = this.leafOfSlot[slot]!;
     if (leaf < 0) return;
-    if (!this.refresh(leaf) && leaf === this.pending) this.settlePending();
-  }
-
-  /** Re-reads a leaf's shared count; returns whether it changed (the tree then is updated). */
-  private refresh(leaf: number): boolean {
-    const view = this.views.get(leaf);
-    if (view === undefined) return false;
-    const now = this.read(view.slot);
-    if (now === this.active[leaf]) return false;
-    if (leaf !== this.pending) this.settlePending();
-    this.active[leaf] = now;
-    this.tree[4 * (this.base + leaf)] = now / this.weight[leaf]!;
-    this.settle(leaf);
-    return true;
-  }
-
-  /**
-   * Brings the tree up to date after a change of this leaf's key, from the leaf up. It
-   * stops at the first node whose winner is another leaf both before and after: that
-   * node is unchanged (its winner beat the leaf's old key within its subtree and still
-   * does, or the leaf's new key lost to it), so nothing above it changes either. That
-   * holds only while every other path is up to date: a pick's pending winner is settled
-   * (settlePending) before any other leaf changes.
-   */
-  private settle(leaf: number): void {
-    if (leaf === this.pending) this.pending = -1;
-    const t = this.tree;
-    for (let node = (leaf + this.base) >>> 1; node >= 1; node >>>= 1) {
-      const was = t[4 * node + 2];
-      this.pull(node);
-      if (was !== leaf && t[4 * node + 2] !== leaf) return;
+    const count = this.read(slot);
+    if (leaf === this.pending) {
+      // Its open (or a close that came first): to the back of its new bucket either way.
+      this.pending = NONE;
+      this.move(leaf, count);
+    } else if (count !== this.count[leaf]) {
+      this.move(leaf, count);
     }
   }
 
-  /** Sets a node to the better of its two children. */
-  private pull(node: number): void {
-    const t = this.tree;
-    const left = 8 * node;
-    const from = this.before(2 * node, 2 * node + 1) ? left : left + 4;
-    const to = 4 * node;
-    t[to] = t[from]!;
-    t[to + 1] = t[from + 1]!;
-    t[to + 2] = t[from + 2]!;
+  /** Re-reads a leaf's shared count; returns whether it changed (the leaf then moved). */
+  private refresh(leaf: number): boolean {
+    const view = this.views.get(leaf);
+    if (view === undefined) return false;
+    const count = this.read(view.slot);
+    if (count === this.count[leaf]) return false;
+    if (leaf === this.pending) this.pending = NONE;
+    this.move(leaf, count);
+    return true;
+  }
+
+  /** The last pick's winner, not reported open: to the back of its bucket, so turns pass on. */
+  private settlePending(): void {
+    const leaf = this.pending;
+    if (leaf < 0) return;
+    this.pending = NONE;
+    this.move(leaf, this.count[leaf]!);
+  }
+
+  /** Moves a leaf to the tail of the `to` bucket of its group: one connection more or less. */
+  private move(leaf: number, to: number): void {
+    const g = this.groupOf[leaf]!;
+    const heads = this.heads[g]!;
+    const tails = this.tails[g]!;
+    const next = this.next;
+    const prev = this.prev;
+    const from = this.count[leaf]!;
+    // Unlink from the `from` bucket.
+    const p = prev[leaf]!;
+    const q = next[leaf]!;
+    if (p < 0) heads[from] = q;
+    else next[p] = q;
+    if (q < 0) tails[from] = p;
+    else prev[q] = p;
+    if (to >= heads.length) {
+      this.widen(g, to);
+      this.link(g, leaf, to);
+    } else {
+      // Link at the tail of the `to` bucket (inline: this is every open and close).
+      const tail = tails[to]!;
+      prev[leaf] = tail;
+      next[leaf] = NONE;
+      if (tail < 0) heads[to] = leaf;
+      else next[tail] = leaf;
+      tails[to] = leaf;
+      this.count[leaf] = to;
+      this.arrived[leaf] = ++this.seq;
+    }
+    const low = this.lowOf[g]!;
+    if (to < low) {
+      this.lowOf[g] = to;
+    } else if (from === low && this.heads[g]![from]! < 0) {
+      // Its bucket was the lowest and is empty now: the next one up is at most `to`.
+      let c = from + 1;
+      while (this.heads[g]![c]! < 0) c++;
+      this.lowOf[g] = c;
+    } else if (from !== low) {
+      // The group's best did not change (it is not this leaf, which came from higher up).
+      return;
+    }
+    this.replay(g);
+  }
+
+  /** Links a leaf at the tail of its group's `count` bucket. */
+  private link(g: number, leaf: number, count: number): void {
+    if (count >= this.heads[g]!.length) this.widen(g, count);
+    const heads = this.heads[g]!;
+    const tails = this.tails[g]!;
+    const tail = tails[count]!;
+    this.prev[leaf] = tail;
+    this.next[leaf] = NONE;
+    if (tail < 0) heads[count] = leaf;
+    else this.next[tail] = leaf;
+    tails[count] = leaf;
+    this.count[leaf] = count;
+    this.arrived[leaf] = ++this.seq;
+  }
+
+  private unlink(g: number, leaf: number): void {
+    const count = this.count[leaf]!;
+    const prev = this.prev[leaf]!;
+    const next = this.next[leaf]!;
+    if (prev < 0) this.heads[g]![count] = next;
+    else this.next[prev] = next;
+    if (next < 0) this.tails[g]![count] = prev;
+    else this.prev[next] = prev;
+  }
+
+  /** Room in a group's bucket arrays for `count` (they grow with connections). */
+  private widen(g: number, count: number): void {
+    let length = this.heads[g]!.length * 2;
+    while (length <= count) length *= 2;
+    const head = new Int32Array(length).fill(NONE);
+    const tail = new Int32Array(length).fill(NONE);
+    head.set(this.heads[g]!);
+    tail.set(this.tails[g]!);
+    this.heads[g] = head;
+    this.tails[g] = tail;
+  }
+
+  /** Room in leafOfSlot for `slot`, with headroom: new backends take new slots. */
+  private widenSlots(slot: number): void {
+    let length = Math.max(16, this.leafOfSlot.length);
+    while (length <= slot) length += (length >>> 3) + 16;
+    const grown = new Int32Array(length).fill(NONE);
+    grown.set(this.leafOfSlot);
+    this.leafOfSlot = grown;
+  }
+
+  private addLeaf(leaf: number, view: BackendView, g: number): void {
+    this.views.set(leaf, view);
+    this.leafOfSlot[view.slot] = leaf;
+    this.attach(leaf, g, this.read(view.slot));
+    this.n++;
+  }
+
+  private removeLeaf(leaf: number, slot: number): void {
+    if (leaf === this.pending) this.pending = NONE;
+    if (leaf === this.lastHanded) this.lastHanded = NONE;
+    this.detach(leaf);
+    this.views.set(leaf, undefined);
+    this.leafOfSlot[slot] = NONE;
+    this.free[this.freeCount++] = leaf;
+    this.n--;
+  }
+
+  /** Files a leaf into group `g` under `count`. */
+  private attach(leaf: number, g: number, count: number): void {
+    this.groupOf[leaf] = g;
+    this.link(g, leaf, count);
+    if (this.sizeOf[g]!++ === 0 || count < this.lowOf[g]!) this.lowOf[g] = count;
+    this.replay(g);
+  }
+
+  /** Takes a leaf out of its group (a removal or a weight change). */
+  private detach(leaf: number): void {
+    const g = this.groupOf[leaf]!;
+    const count = this.count[leaf]!;
+    this.unlink(g, leaf);
+    if (--this.sizeOf[g]! === 0) {
+      this.groupOfWeight.delete(this.weightOf[g]!);
+      this.freeGroups.push(g);
+    } else if (count === this.lowOf[g]! && this.heads[g]![count]! < 0) {
+      // A membership change, not a connection: a scan up to the next count held is fine.
+      let c = count + 1;
+      while (this.heads[g]![c]! < 0) c++;
+      this.lowOf[g] = c;
+    }
+    this.replay(g);
+  }
+
+  /** The group of backends of this weight, made if there is none. */
+  private groupFor(weight: number): number {
+    const known = this.groupOfWeight.get(weight);
+    if (known !== undefined) return known;
+    const g = this.freeGroups.pop() ?? this.groups++;
+    if (g >= this.gBase) this.widenGroups(g + 1);
+    if (g === this.heads.length) {
+      this.heads.push(new Int32Array(8).fill(NONE));
+      this.tails.push(new Int32Array(8).fill(NONE));
+    }
+    this.weightOf[g] = weight;
+    this.groupOfWeight.set(weight, g);
+    return g;
+  }
+
+  /** Room for `groups` groups: the per-group arrays and the tree, rebuilt (rare: ≤ 1000 weights). */
+  private widenGroups(groups: number): void {
+    let base = this.gBase;
+    while (base < groups) base *= 2;
+    const widen = <T extends Int32Array | Float64Array>(old: T, make: (n: number) => T): T => {
+      const grown = make(base);
+      grown.set(old);
+      return grown;
+    };
+    this.weightOf = widen(this.weightOf, (n) => new Int32Array(n));
+    this.sizeOf = widen(this.sizeOf, (n) => new Int32Array(n));
+    this.lowOf = widen(this.lowOf, (n) => new Int32Array(n));
+    this.ratioOf = widen(this.ratioOf, (n) => new Float64Array(n));
+    this.firstOf = widen(this.firstOf, (n) => new Float64Array(n));
+    this.walkCount = new Int32Array(base);
+    this.walkLeaf = new Int32Array(base);
+    this.walkSeen = new Int32Array(base);
+    this.gBase = base;
+    this.gTree = new Int32Array(2 * base).fill(NONE);
+    for (let g = 0; g < this.groups; g++) if (this.sizeOf[g]! > 0) this.gTree[base + g] = g;
+    for (let node = base - 1; node >= 1; node--) this.gTree[node] = this.better(this.gTree[2 * node]!, this.gTree[2 * node + 1]!);
+  }
+
+  /**
+   * Group g's best may have changed: refreshes its key and replays its path of the
+   * tournament. Stops at the first node whose winner is another group before and after
+   * (every other path is up to date, so nothing above it changes).
+   */
+  private replay(g: number): void {
+    const t = this.gTree;
+    let node = this.gBase + g;
+    if (this.sizeOf[g]! > 0) {
+      const low = this.lowOf[g]!;
+      this.ratioOf[g] = low / this.weightOf[g]!;
+      this.firstOf[g] = this.arrived[this.heads[g]![low]!]!;
+      t[node] = g;
+    } else {
+      t[node] = NONE;
+    }
+    for (node >>>= 1; node >= 1; node >>>= 1) {
+      const was = t[node]!;
+      const now = this.better(t[2 * node]!, t[2 * node + 1]!);
+      t[node] = now;
+      if (was !== g && now !== g) return;
+    }
+  }
+
+  /** The better of two groups (NONE is worse than any): lower count/weight, then earlier arrival. */
+  private better(a: number, b: number): number {
+    if (a < 0) return b;
+    if (b < 0) return a;
+    const ra = this.ratioOf[a]!;
+    const rb = this.ratioOf[b]!;
+    if (ra !== rb) return ra < rb ? a : b;
+    return this.firstOf[a]! <= this.firstOf[b]! ? a : b;
+  }
+
+  /**
+   * A retry: the `skip`-th backend (0-based) in least-connections order, not counting the
+   * one handed out last. A backend that failed was opened and closed, which put it at the
+   * back of its bucket, so successive retries go down the order to backends not yet
+   * tried. A merge of the groups' orders: O(skip · G) steps plus the empty counts passed
+   * on the way; retries are the rare path (a dial failed).
+   */
+  private walk(skip: number): number {
+    const avoid = this.n > 1 ? this.lastHanded : NONE;
+    const want = Math.min(skip, MAX_WALK, this.n - (avoid >= 0 ? 2 : 1));
+    const G = this.groups;
+    const wc = this.walkCount;
+    const wl = this.walkLeaf;
+    const ws = this.walkSeen;
+    for (let g = 0; g < G; g++) {
+      wl[g] = this.sizeOf[g]! > 0 ? this.heads[g]![this.lowOf[g]!]! : NONE;
+      wc[g] = this.lowOf[g]!;
+      ws[g] = 0;
+    }
+    let found = 0;
+    for (;;) {
+      // The best position among the groups (count · other weight compares exactly).
+      let g = NONE;
+      for (let h = 0; h < G; h++) {
+        if (wl[h]! < 0) continue;
+        if (g < 0) {
+          g = h;
+          continue;
+        }
+        const kh = wc[h]! * this.weightOf[g]!;
+        const kg = wc[g]! * this.weightOf[h]!;
+        if (kh < kg || (kh === kg && this.arrived[wl[h]!]! < this.arrived[wl[g]!]!)) g = h;
+      }
+      const leaf = wl[g]!;
+      if (leaf !== avoid && found++ === want) return leaf;
+      // Step that group on: the next in its bucket, else the head of its next count held.
+      ws[g]!++;
+      let next = this.next[leaf]!;
+      if (next < 0 && ws[g]! < this.sizeOf[g]!) {
+        const heads = this.heads[g]!;
+        let c = wc[g]! + 1;
+        while (heads[c]! < 0) c++;
+        wc[g] = c;
+        next = heads[c]!;
+      }
+      wl[g] = next;
+    }
+  }
+
+  /** Room for at least `needed` leaves: the prepared arrays if they are ready, else new ones. */
+  private grow(needed: number): void {
+    let capacity = Math.max(16, this.capacity);
+    while (capacity < needed) capacity *= 2;
+    const spare = this.spare?.ready === true && this.spare.capacity >= capacity ? this.spare : null;
+    const leaves = spare?.leaves ?? allocateLeaves(capacity);
+    // O(N) copies of memory already touched (if prepared): a few ms at a million.
+    leaves.next.set(this.next);
+    leaves.prev.set(this.prev);
+    leaves.count.set(this.count);
+    leaves.group.set(this.groupOf);
+    leaves.arrived.set(this.arrived);
+    leaves.free.set(this.free.subarray(0, this.freeCount));
+    this.next = leaves.next;
+    this.prev = leaves.prev;
+    this.count = leaves.count;
+    this.groupOf = leaves.group;
+    this.arrived = leaves.arrived;
+    this.free = leaves.free;
+    this.capacity = spare?.capacity ?? capacity;
+    this.views.ensure(this.capacity);
+    this.spare = null;
+  }
+
+  /**
+   * Once the leaves are three quarters full (and many), allocates the arrays for twice the
+   * capacity and touches them a slice at a time on the event loop, so that growing later
+   * finds them ready: the first touch of fresh memory is a page fault, ~20 µs per 4 KiB
+   * page here, which at millions of backends would hold the loop for hundreds of ms.
+   */
+  private prepareGrowth(): void {
+    const capacity = 2 * this.capacity;
+    if (this.capacity < GROW_AHEAD_FROM || this.n <= (this.capacity >>> 2) * 3 || this.spare?.capacity === capacity) return;
+    const spare = { leaves: allocateLeaves(capacity), capacity, ready: false };
+    this.spare = spare;
+    let at = 0;
+    const slice = () => {
+      if (this.spare !== spare) return; // superseded
+      const deadline = this.now() + SLICE_MS;
+      const L = spare.leaves;
+      while (at < capacity && this.now() < deadline) {
+        const end = Math.min(capacity, at + 16_384);
+        for (const array of [L.next, L.prev, L.count, L.group, L.arrived, L.free]) array.fill(0, at, end);
+        at = end;
+      }
+      // Room for the views too, a chunk per slice.
+      const viewsReady = this.views.reserve(capacity);
+      if (at < capacity || !viewsReady) this.schedule(slice);
+      else spare.ready = true;
+    };
+    this.schedule(slice);
   }
 
   private read(slot: number): number {
     // A count can dip below zero only transiently across threads; never let it sort first.
     const value = Atomics.load(this.shared, slot);
     return value < 0 ? 0 : value;
-  }
-
-  /**
-   * Whether node a's leaf comes before node b's: lower active/weight, then picked longer
-   * ago, then lower index. Empty leaves (ratio Infinity, index -1) come last.
-   */
-  private before(a: number, b: number): boolean {
-    const t = this.tree;
-    const ra = t[4 * a]!;
-    const rb = t[4 * b]!;
-    if (ra !== rb) return ra < rb;
-    const la = t[4 * a + 1]!;
-    const lb = t[4 * b + 1]!;
-    if (la !== lb) return la < lb;
-    const ia = t[4 * a + 2]!;
-    const ib = t[4 * b + 2]!;
-    return ib < 0 || (ia >= 0 && ia < ib);
   }
 }
