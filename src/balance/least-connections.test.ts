@@ -68,6 +68,25 @@ describe("least_connections", () => {
     assert.deepEqual(order.slice(0, 8), [0, 1, 2, 3, 0, 1, 2, 3]);
   });
 
+  it("shares ties across weights in turn too (idle backends of weights 1 and 2)", () => {
+    const active = new Int32Array(8);
+    const picker = createPicker("least_connections", views([1, 2, 1, 2]), { active });
+    const order = Array.from({ length: 12 }, () => picker.pick("", 0)!.slot);
+    assert.deepEqual(order, [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3]);
+  });
+
+  it("among equal loads, the backend that reached that load first goes first", () => {
+    const active = new Int32Array(8);
+    const picker = createPicker("least_connections", views([1, 1, 1]), { active, countsChangedElsewhere: false });
+    assert.deepEqual([open(picker, active), open(picker, active), open(picker, active)].map((b) => b.slot), [0, 1, 2]);
+    close(picker, active, 2); // 2 is back at zero first, then 0
+    close(picker, active, 0);
+    assert.equal(open(picker, active).slot, 2);
+    assert.equal(open(picker, active).slot, 0);
+    // All at one again, reached in the order 1, 2, 0.
+    assert.deepEqual([open(picker, active), open(picker, active), open(picker, active)].map((b) => b.slot), [1, 2, 0]);
+  });
+
   it("weights scale the share: weight 3 holds three times the connections of weight 1", () => {
     const active = new Int32Array(8);
     const picker = createPicker("least_connections", views([3, 1]), { active });
@@ -162,7 +181,7 @@ describe("least_connections", () => {
     assert.deepEqual([...counts.values()], [10, 10, 10]);
   });
 
-  it("patches its tree across pool changes: adds, removes, weight changes, copies, slot reuse", () => {
+  it("patches its buckets across pool changes: adds, removes, weight changes, copies, slot reuse", () => {
     const rnd = seededRandom(11);
     const active = new Int32Array(256);
     let nextId = 0;
@@ -267,6 +286,21 @@ describe("least_connections", () => {
       const b = open(picker, active);
       assert.equal(active[b.slot]! - 1, 0, `step ${step}: a backend with connections was picked while idle ones remain`);
     }
+  });
+
+  it("gives memory back when the pool shrinks to a small part of its capacity", () => {
+    const active = new Int32Array(50_000);
+    const big = Array.from({ length: 40_000 }, (_, i): BackendView => ({ key: `10.5.${i >> 8}.${i & 255}:80`, host: "h", port: 80, weight: 1, slot: i }));
+    const picker = createPicker("least_connections", big, { active, schedule: () => {} });
+    Atomics.add(active, 7, 3); // connections still open on one backend that stays
+    const small = big.slice(0, 10);
+    const after = createPicker("least_connections", small, { active }, picker);
+    assert.notEqual(after, picker, "a new, smaller picker");
+    assert.equal((after as LeastConnectionsPicker).size, 10);
+    const picked = new Set(Array.from({ length: 9 }, () => open(after, active).slot));
+    assert.deepEqual([...picked].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 8, 9]);
+    // And a few backends more or less are patched in place again.
+    assert.equal(createPicker("least_connections", big.slice(0, 12), { active }, after), after);
   });
 
   it("ignores a close for a slot it does not hold", () => {

@@ -187,6 +187,15 @@ export class LeastConnectionsPicker implements Picker {
     return this.shared === active;
   }
 
+  /**
+   * Whether updating in place suits a set of `size` backends. Capacity never shrinks in
+   * place, so a pool that fell to an eighth of it (from millions, say) is better served
+   * by a new picker: it gives the memory back, and the idle order restarts in pool order.
+   */
+  fits(size: number): boolean {
+    return this.capacity <= GROW_AHEAD_FROM || size >= this.capacity >>> 3;
+  }
+
   /** Number of backends held (for tests). */
   get size(): number {
     return this.n;

@@ -76,8 +76,8 @@ export function createPicker(
       }
       return new WeightedPicker(routable);
     case "least_connections":
-      // Patch the tree in place: a change costs O(changes · log N), not a rebuild.
-      if (previous instanceof LeastConnectionsPicker && previous.sharesCounts(context.active)) {
+      // Move the changed backends in place: a change costs O(changes), not a rebuild.
+      if (previous instanceof LeastConnectionsPicker && previous.sharesCounts(context.active) && previous.fits(routable.length)) {
         previous.update(routable);
         return previous;
       }
