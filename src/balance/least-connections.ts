@@ -132,9 +132,11 @@ export class LeastConnectionsPicker implements Picker {
   private leafOfSlot = new Int32Array(0);
 
   // Per group: backends of one weight, in buckets by count.
-  /** Head and tail leaf of each count's bucket, NONE where no member has that count. */
-  private readonly heads: Int32Array[] = [];
-  private readonly tails: Int32Array[] = [];
+  /**
+   * Each count's bucket: its head leaf at 2·count and its tail at 2·count + 1 (one cache
+   * line for both), NONE where no member has that count.
+   */
+  private readonly buckets: Int32Array[] = [];
   private weightOf = new Int32Array(1);
   private sizeOf = new Int32Array(1);
   /** Lowest count of a member (meaningless while the group is empty). */
@@ -272,7 +274,7 @@ export class LeastConnectionsPicker implements Picker {
   private choose(attempt: number): number {
     if (attempt > 0) return this.walk(attempt - 1);
     const g = this.gTree[1]!;
-    return this.heads[g]![this.lowOf[g]!]!;
+    return this.buckets[g]![2 * this.lowOf[g]!]!;
   }
 
   /** Whether `view`'s backend has a leaf here. */
@@ -319,39 +321,39 @@ export class LeastConnectionsPicker implements Picker {
   /** Moves a leaf to the tail of the `to` bucket of its group: one connection more or less. */
   private move(leaf: number, to: number): void {
     const g = this.groupOf[leaf]!;
-    const heads = this.heads[g]!;
-    const tails = this.tails[g]!;
+    const buckets = this.buckets[g]!;
     const next = this.next;
     const prev = this.prev;
     const from = this.count[leaf]!;
     // Unlink from the `from` bucket.
     const p = prev[leaf]!;
     const q = next[leaf]!;
-    if (p < 0) heads[from] = q;
+    if (p < 0) buckets[2 * from] = q;
     else next[p] = q;
-    if (q < 0) tails[from] = p;
+    if (q < 0) buckets[2 * from + 1] = p;
     else prev[q] = p;
-    if (to >= heads.length) {
+    if (2 * to >= buckets.length) {
       this.widen(g, to);
       this.link(g, leaf, to);
     } else {
       // Link at the tail of the `to` bucket (inline: this is every open and close).
-      const tail = tails[to]!;
+      const tail = buckets[2 * to + 1]!;
       prev[leaf] = tail;
       next[leaf] = NONE;
-      if (tail < 0) heads[to] = leaf;
+      if (tail < 0) buckets[2 * to] = leaf;
       else next[tail] = leaf;
-      tails[to] = leaf;
+      buckets[2 * to + 1] = leaf;
       this.count[leaf] = to;
       this.arrived[leaf] = ++this.seq;
     }
     const low = this.lowOf[g]!;
     if (to < low) {
       this.lowOf[g] = to;
-    } else if (from === low && this.heads[g]![from]! < 0) {
+    } else if (from === low && this.buckets[g]![2 * from]! < 0) {
       // Its bucket was the lowest and is empty now: the next one up is at most `to`.
+      const buckets = this.buckets[g]!;
       let c = from + 1;
-      while (this.heads[g]![c]! < 0) c++;
+      while (buckets[2 * c]! < 0) c++;
       this.lowOf[g] = c;
     } else if (from !== low) {
       // The group's best did not change (it is not this leaf, which came from higher up).
@@ -362,15 +364,14 @@ export class LeastConnectionsPicker implements Picker {
 
   /** Links a leaf at the tail of its group's `count` bucket. */
   private link(g: number, leaf: number, count: number): void {
-    if (count >= this.heads[g]!.length) this.widen(g, count);
-    const heads = this.heads[g]!;
-    const tails = this.tails[g]!;
-    const tail = tails[count]!;
+    if (2 * count >= this.buckets[g]!.length) this.widen(g, count);
+    const buckets = this.buckets[g]!;
+    const tail = buckets[2 * count + 1]!;
     this.prev[leaf] = tail;
     this.next[leaf] = NONE;
-    if (tail < 0) heads[count] = leaf;
+    if (tail < 0) buckets[2 * count] = leaf;
     else this.next[tail] = leaf;
-    tails[count] = leaf;
+    buckets[2 * count + 1] = leaf;
     this.count[leaf] = count;
     this.arrived[leaf] = ++this.seq;
   }
@@ -379,22 +380,19 @@ export class LeastConnectionsPicker implements Picker {
     const count = this.count[leaf]!;
     const prev = this.prev[leaf]!;
     const next = this.next[leaf]!;
-    if (prev < 0) this.heads[g]![count] = next;
+    if (prev < 0) this.buckets[g]![2 * count] = next;
     else this.next[prev] = next;
-    if (next < 0) this.tails[g]![count] = prev;
+    if (next < 0) this.buckets[g]![2 * count + 1] = prev;
     else this.prev[next] = prev;
   }
 
   /** Room in a group's bucket arrays for `count` (they grow with connections). */
   private widen(g: number, count: number): void {
-    let length = this.heads[g]!.length * 2;
-    while (length <= count) length *= 2;
-    const head = new Int32Array(length).fill(NONE);
-    const tail = new Int32Array(length).fill(NONE);
-    head.set(this.heads[g]!);
-    tail.set(this.tails[g]!);
-    this.heads[g] = head;
-    this.tails[g] = tail;
+    let length = this.buckets[g]!.length * 2;
+    while (length <= 2 * count + 1) length *= 2;
+    const grown = new Int32Array(length).fill(NONE);
+    grown.set(this.buckets[g]!);
+    this.buckets[g] = grown;
   }
 
   /** Room in leafOfSlot for `slot`, with headroom: new backends take new slots. */
@@ -439,10 +437,11 @@ export class LeastConnectionsPicker implements Picker {
     if (--this.sizeOf[g]! === 0) {
       this.groupOfWeight.delete(this.weightOf[g]!);
       this.freeGroups.push(g);
-    } else if (count === this.lowOf[g]! && this.heads[g]![count]! < 0) {
+    } else if (count === this.lowOf[g]! && this.buckets[g]![2 * count]! < 0) {
       // A membership change, not a connection: a scan up to the next count held is fine.
+      const buckets = this.buckets[g]!;
       let c = count + 1;
-      while (this.heads[g]![c]! < 0) c++;
+      while (buckets[2 * c]! < 0) c++;
       this.lowOf[g] = c;
     }
     this.replay(g);
@@ -454,9 +453,8 @@ export class LeastConnectionsPicker implements Picker {
     if (known !== undefined) return known;
     const g = this.freeGroups.pop() ?? this.groups++;
     if (g >= this.gBase) this.widenGroups(g + 1);
-    if (g === this.heads.length) {
-      this.heads.push(new Int32Array(8).fill(NONE));
-      this.tails.push(new Int32Array(8).fill(NONE));
+    if (g === this.buckets.length) {
+      this.buckets.push(new Int32Array(16).fill(NONE));
     }
     this.weightOf[g] = weight;
     this.groupOfWeight.set(weight, g);
@@ -497,7 +495,7 @@ export class LeastConnectionsPicker implements Picker {
     if (this.sizeOf[g]! > 0) {
       const low = this.lowOf[g]!;
       this.ratioOf[g] = low / this.weightOf[g]!;
-      this.firstOf[g] = this.arrived[this.heads[g]![low]!]!;
+      this.firstOf[g] = this.arrived[this.buckets[g]![2 * low]!]!;
       t[node] = g;
     } else {
       t[node] = NONE;
@@ -535,7 +533,7 @@ export class LeastConnectionsPicker implements Picker {
     const wl = this.walkLeaf;
     const ws = this.walkSeen;
     for (let g = 0; g < G; g++) {
-      wl[g] = this.sizeOf[g]! > 0 ? this.heads[g]![this.lowOf[g]!]! : NONE;
+      wl[g] = this.sizeOf[g]! > 0 ? this.buckets[g]![2 * this.lowOf[g]!]! : NONE;
       wc[g] = this.lowOf[g]!;
       ws[g] = 0;
     }
@@ -559,11 +557,11 @@ export class LeastConnectionsPicker implements Picker {
       ws[g]!++;
       let next = this.next[leaf]!;
       if (next < 0 && ws[g]! < this.sizeOf[g]!) {
-        const heads = this.heads[g]!;
+        const buckets = this.buckets[g]!;
         let c = wc[g]! + 1;
-        while (heads[c]! < 0) c++;
+        while (buckets[2 * c]! < 0) c++;
         wc[g] = c;
-        next = heads[c]!;
+        next = buckets[2 * c]!;
       }
       wl[g] = next;
     }
