@@ -35,10 +35,10 @@ import type { Picker, PickerContext } from "./picker.ts";
  * buckets, placed by the count it last read. A backend's count is re-read whenever this
  * thread touches it: on its own opens and closes, and, when other threads change counts
  * too (`countsChangedElsewhere`), on the winner of every pick (re-read before it is handed
- * out, until the winner's count is current) and one more backend per pick in rotation, so
- * every backend is re-read at least once per N picks. So with one thread the pick is
- * exactly a minimum; with several, the winner's count is current at the moment of the
- * pick, and another backend can look busier (or idler) than it is only by the other
+ * out, and the choice made again if it moved, up to four times) and one more backend per
+ * pick in rotation, so every backend is re-read at least once per N picks. So with one
+ * thread the pick is exactly a minimum; with several, the winner's count is current at
+ * the moment of the pick (unless it moved four times over), and another backend can look busier (or idler) than it is only by the other
  * threads' opens and closes on it since this thread last read it — and no backend is
  * handed out on a stale low count. Two threads picking at the same instant may both
  * choose the same idle backend. A re-read may move a backend by more than one count; the
