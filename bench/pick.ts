@@ -16,7 +16,7 @@
  * and the longest event-loop delay (monitorEventLoopDelay, wall time: on a busy machine
  * it includes time the process was not scheduled at all).
  * least_connections is timed per connection: pick + count the open + close an older one
- * (1,000 held), since its tree moves on every open and close; as with the default single
+ * (1,000 held), since its buckets move on every open and close; as with the default single
  * data-plane thread, and up to 100,000 backends also as one of several threads (shared
  * counts, which each pick re-reads).
  */
