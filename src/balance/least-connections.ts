@@ -63,6 +63,8 @@ interface Leaves {
   /** The count the backend is filed under (the shared count as last read, never < 0). */
   readonly count: Int32Array<ArrayBuffer>;
   readonly group: Int32Array<ArrayBuffer>;
+  /** Its counter slot, NONE for a free leaf (a re-read needs no trip to the view). */
+  readonly slot: Int32Array<ArrayBuffer>;
   /** When it arrived at its bucket: orders backends of different groups with equal loads. */
   readonly arrived: Float64Array<ArrayBuffer>;
   /** Free leaves below `top`, a stack. */
@@ -75,6 +77,7 @@ function allocateLeaves(capacity: number): Leaves {
     prev: new Int32Array(capacity),
     count: new Int32Array(capacity),
     group: new Int32Array(capacity),
+    slot: new Int32Array(capacity),
     arrived: new Float64Array(capacity),
     free: new Int32Array(capacity),
   };
@@ -125,6 +128,7 @@ export class LeastConnectionsPicker implements Picker {
   private prev = new Int32Array(0);
   private count = new Int32Array(0);
   private groupOf = new Int32Array(0);
+  private slotOf = new Int32Array(0);
   private arrived = new Float64Array(0);
   private free = new Int32Array(0);
   private readonly views = new ViewSlots();
@@ -301,9 +305,9 @@ export class LeastConnectionsPicker implements Picker {
 
   /** Re-reads a leaf's shared count; returns whether it changed (the leaf then moved). */
   private refresh(leaf: number): boolean {
-    const view = this.views.get(leaf);
-    if (view === undefined) return false;
-    const count = this.read(view.slot);
+    const slot = this.slotOf[leaf]!;
+    if (slot < 0) return false;
+    const count = this.read(slot);
     if (count === this.count[leaf]) return false;
     if (leaf === this.pending) this.pending = NONE;
     this.move(leaf, count);
@@ -406,6 +410,7 @@ export class LeastConnectionsPicker implements Picker {
 
   private addLeaf(leaf: number, view: BackendView, g: number): void {
     this.views.set(leaf, view);
+    this.slotOf[leaf] = view.slot;
     this.leafOfSlot[view.slot] = leaf;
     this.attach(leaf, g, this.read(view.slot));
     this.n++;
@@ -416,6 +421,7 @@ export class LeastConnectionsPicker implements Picker {
     if (leaf === this.lastHanded) this.lastHanded = NONE;
     this.detach(leaf);
     this.views.set(leaf, undefined);
+    this.slotOf[leaf] = NONE;
     this.leafOfSlot[slot] = NONE;
     this.free[this.freeCount++] = leaf;
     this.n--;
@@ -578,12 +584,14 @@ export class LeastConnectionsPicker implements Picker {
     leaves.prev.set(this.prev);
     leaves.count.set(this.count);
     leaves.group.set(this.groupOf);
+    leaves.slot.set(this.slotOf);
     leaves.arrived.set(this.arrived);
     leaves.free.set(this.free.subarray(0, this.freeCount));
     this.next = leaves.next;
     this.prev = leaves.prev;
     this.count = leaves.count;
     this.groupOf = leaves.group;
+    this.slotOf = leaves.slot;
     this.arrived = leaves.arrived;
     this.free = leaves.free;
     this.capacity = spare?.capacity ?? capacity;
@@ -609,7 +617,7 @@ export class LeastConnectionsPicker implements Picker {
       const L = spare.leaves;
       while (at < capacity && this.now() < deadline) {
         const end = Math.min(capacity, at + 16_384);
-        for (const array of [L.next, L.prev, L.count, L.group, L.arrived, L.free]) array.fill(0, at, end);
+        for (const array of [L.next, L.prev, L.count, L.group, L.slot, L.arrived, L.free]) array.fill(0, at, end);
         at = end;
       }
       // Room for the views too, a chunk per slice.
