@@ -161,10 +161,11 @@ export class LeastConnectionsPicker implements Picker {
    */
   private gBase = 1;
   private gTree = new Int32Array(2).fill(NONE);
-  /** Scratch for a retry's walk: each group's position (count, leaf) and members passed. */
+  /** Scratch for a retry's walk: each group's position (count, leaf), members passed, a heap. */
   private walkCount = new Int32Array(1);
   private walkLeaf = new Int32Array(1);
   private walkSeen = new Int32Array(1);
+  private walkHeap = new Int32Array(1);
 
   /** Arrival sequence (see Leaves.arrived). */
   private seq = 0;
@@ -484,6 +485,7 @@ export class LeastConnectionsPicker implements Picker {
     this.walkCount = new Int32Array(base);
     this.walkLeaf = new Int32Array(base);
     this.walkSeen = new Int32Array(base);
+    this.walkHeap = new Int32Array(base);
     this.gBase = base;
     this.gTree = new Int32Array(2 * base).fill(NONE);
     for (let g = 0; g < this.groups; g++) if (this.sizeOf[g]! > 0) this.gTree[base + g] = g;
@@ -528,35 +530,29 @@ export class LeastConnectionsPicker implements Picker {
    * A retry: the `skip`-th backend (0-based) in least-connections order, not counting the
    * one handed out last. A backend that failed was opened and closed, which put it at the
    * back of its bucket, so successive retries go down the order to backends not yet
-   * tried. A merge of the groups' orders: O(skip · G) steps plus the empty counts passed
-   * on the way; retries are the rare path (a dial failed).
+   * tried. A merge of the groups' orders through a binary heap of the groups' positions:
+   * O(G + skip · log G), plus the empty counts passed on the way; retries are the rare
+   * path (a dial failed).
    */
   private walk(skip: number): number {
     const avoid = this.n > 1 ? this.lastHanded : NONE;
     const want = Math.min(skip, MAX_WALK, this.n - (avoid >= 0 ? 2 : 1));
-    const G = this.groups;
     const wc = this.walkCount;
     const wl = this.walkLeaf;
     const ws = this.walkSeen;
-    for (let g = 0; g < G; g++) {
-      wl[g] = this.sizeOf[g]! > 0 ? this.buckets[g]![2 * this.lowOf[g]!]! : NONE;
+    const heap = this.walkHeap;
+    let size = 0;
+    for (let g = 0; g < this.groups; g++) {
+      if (this.sizeOf[g]! === 0) continue;
       wc[g] = this.lowOf[g]!;
+      wl[g] = this.buckets[g]![2 * wc[g]!]!;
       ws[g] = 0;
+      heap[size++] = g;
     }
+    for (let i = (size >>> 1) - 1; i >= 0; i--) this.siftDown(heap, size, i);
     let found = 0;
     for (;;) {
-      // The best position among the groups (count · other weight compares exactly).
-      let g = NONE;
-      for (let h = 0; h < G; h++) {
-        if (wl[h]! < 0) continue;
-        if (g < 0) {
-          g = h;
-          continue;
-        }
-        const kh = wc[h]! * this.weightOf[g]!;
-        const kg = wc[g]! * this.weightOf[h]!;
-        if (kh < kg || (kh === kg && this.arrived[wl[h]!]! < this.arrived[wl[g]!]!)) g = h;
-      }
+      const g = heap[0]!;
       const leaf = wl[g]!;
       if (leaf !== avoid && found++ === want) return leaf;
       // Step that group on: the next in its bucket, else the head of its next count held.
@@ -569,8 +565,31 @@ export class LeastConnectionsPicker implements Picker {
         wc[g] = c;
         next = buckets[2 * c]!;
       }
-      wl[g] = next;
+      if (next < 0) heap[0] = heap[--size]!; // that group is done
+      else wl[g] = next;
+      this.siftDown(heap, size, 0);
     }
+  }
+
+  /** Restores the heap order below position i (by each group's walk position). */
+  private siftDown(heap: Int32Array, size: number, i: number): void {
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= size) return;
+      const c = l + 1 < size && this.walksBefore(heap[l + 1]!, heap[l]!) ? l + 1 : l;
+      if (!this.walksBefore(heap[c]!, heap[i]!)) return;
+      const t = heap[c]!;
+      heap[c] = heap[i]!;
+      heap[i] = t;
+      i = c;
+    }
+  }
+
+  /** Whether group a's walk position comes before group b's (count · other weight compares exactly). */
+  private walksBefore(a: number, b: number): boolean {
+    const ka = this.walkCount[a]! * this.weightOf[b]!;
+    const kb = this.walkCount[b]! * this.weightOf[a]!;
+    return ka < kb || (ka === kb && this.arrived[this.walkLeaf[a]!]! < this.arrived[this.walkLeaf[b]!]!);
   }
 
   /** Room for at least `needed` leaves: the prepared arrays if they are ready, else new ones. */
