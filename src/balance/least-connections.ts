@@ -219,7 +219,7 @@ export class LeastConnectionsPicker implements Picker {
     const diff = this.n === 0 ? { removed: [], renewed: [], added: next } : diffRoutable(this.routable, next, (view) => this.holds(view))!;
     this.routable = next;
     this.settlePending();
-    for (const view of diff.removed) this.removeLeaf(this.leafOfSlot[view.slot]!, view.slot);
+    for (const view of diff.removed) if (this.holds(view)) this.removeLeaf(this.leafOfSlot[view.slot]!, view.slot);
     for (let k = 0; k < diff.renewed.length; k++) {
       const view = diff.renewed[k]!;
       const leaf = this.leafOfSlot[view.slot]!;
