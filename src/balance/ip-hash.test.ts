@@ -3,6 +3,7 @@ import { spawn } from "node:child_process";
 import path from "node:path";
 import { describe, it } from "node:test";
 import type { BackendView } from "../pool/pool.ts";
+import { seededRandom } from "../../test/seeded-random.ts";
 import { parseIp } from "./hash.ts";
 import { IpHashPicker } from "./ip-hash.ts";
 import { createPicker, type PickerContext } from "./picker.ts";
@@ -228,6 +229,35 @@ describe("ip_hash", () => {
     assert.equal(parseIp("fe80::1%eth0", out, groups), 4);
     assert.deepEqual([...out], [0xfe800000, 0, 0, 1]);
     assert.equal(parseIp("::", out, groups), 4);
-    for (const junk of ["", "1.2.3", "1.2.3.256", "1.2.3.", ".1.2.3", "1..2.3", "1:2", ":::", "1::2::3", "gg::1", "1.2.3.4.5"]) assert.equal(parseIp(junk, out, groups), 0, junk);
+    for (const junk of ["", "1.2.3", "1.2.3.256", "1.2.3.", ".1.2.3", "1..2.3", "1:2", ":::", "1::2::3", "gg::1", "1.2.3.4.5", "1234.1.1.1", "1.2.3.4x", "1.2.3.4 ", "::ffff:1.2.3.999"]) assert.equal(parseIp(junk, out, groups), 0, junk);
+  });
+
+  it("reads a dotted quad exactly as a reference parser does, for random strings of digits and dots", () => {
+    const out = new Uint32Array(4);
+    const groups = new Uint16Array(8);
+    const rnd = seededRandom(17);
+    const quad = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+    let valid = 0;
+    for (let k = 0; k < 20_000; k++) {
+      // Mostly near-addresses (digit runs of 1-4 split by 2-5 dots), some noise.
+      let ip = "";
+      const parts = rnd() < 0.7 ? 4 : 2 + Math.floor(rnd() * 4);
+      for (let p = 0; p < parts; p++) {
+        if (p > 0) ip += rnd() < 0.97 ? "." : "";
+        const digits = rnd() < 0.9 ? 1 + Math.floor(rnd() * 3) : Math.floor(rnd() * 5);
+        for (let d = 0; d < digits; d++) ip += String(Math.floor(rnd() * (d === 0 ? 3 : 10)));
+      }
+      const m = quad.exec(ip);
+      const expected = m !== null && m.slice(1).every((part) => Number(part) <= 255) ? m.slice(1).reduce((v, part) => v * 256 + Number(part), 0) : -1;
+      const kind = parseIp(ip, out, groups);
+      if (expected < 0) {
+        assert.equal(kind, 0, ip);
+      } else {
+        valid++;
+        assert.equal(kind, 1, ip);
+        assert.equal(out[0], expected, ip);
+      }
+    }
+    assert.ok(valid > 3000, `only ${valid} valid addresses generated`);
   });
 });
