@@ -54,65 +54,75 @@ export function hashWords(data: Uint32Array, words: number, seed: number): numbe
  * address (then hash the string). A zone (`%eth0`) is ignored. `groups` is scratch.
  */
 export function parseIp(ip: string, out: Uint32Array, groups: Uint16Array): number {
-  // Plain dotted IPv4, the common case, in one pass: about a fifth cheaper than scanning
-  // for "%" and ":" first. Anything else falls through to the general parse.
+  // Plain dotted IPv4, the common case, in one pass; anything else (IPv6, an IPv4 with a
+  // zone, junk) goes to the general parse, also one pass.
   const v4 = parseIpv4(ip, 0, ip.length);
   if (v4 >= 0) {
     out[0] = v4;
     return 1;
   }
-  let end = ip.indexOf("%");
-  if (end < 0) end = ip.length;
-  if (ip.indexOf(":") < 0) {
-    const v4 = parseIpv4(ip, 0, end);
-    if (v4 < 0) return 0;
-    out[0] = v4;
-    return 1;
-  }
-  // IPv6: groups before "::" fill from the front, groups after it are moved to the back.
+  return parseIpv6(ip, out, groups);
+}
+
+/**
+ * IPv6 in one pass over the characters (an IPv4 with a zone too): groups before "::"
+ * fill from the front, groups after it are moved to the back; a dotted IPv4 tail holds the
+ * last two groups; "%" ends the address (the zone is ignored).
+ */
+function parseIpv6(ip: string, out: Uint32Array, groups: Uint16Array): number {
+  const n = ip.length;
   let count = 0;
   let gap = -1;
   let i = 0;
-  if (end >= 2 && ip.charCodeAt(0) === 58 && ip.charCodeAt(1) === 58) {
+  if (n >= 2 && ip.charCodeAt(0) === 58 && ip.charCodeAt(1) === 58) {
     gap = 0;
     i = 2;
-    if (i === end) return finishIpv6(out, groups, 0, 0);
+    if (i === n || ip.charCodeAt(i) === 37) return finishIpv6(out, groups, 0, 0);
   }
   for (;;) {
     if (count >= 8) return 0;
-    let value = 0;
-    let digits = 0;
     const start = i;
-    while (i < end) {
-      const d = hexDigit(ip.charCodeAt(i));
+    let value = 0;
+    // Up to four hex digits (a fifth is read only to reject it).
+    for (; i < n && i - start < 5; i++) {
+      const c = ip.charCodeAt(i);
+      let d = c - 48;
       if (d < 0) break;
+      if (d > 9) {
+        d = (c | 32) - 87; // a-f and A-F
+        if (d < 10 || d > 15) break;
+      }
       value = value * 16 + d;
-      digits++;
-      i++;
     }
-    if (i < end && ip.charCodeAt(i) === 46) {
-      // A dotted IPv4 tail holds the last two groups.
+    const c = i < n ? ip.charCodeAt(i) : 37; // the end reads as the start of a zone
+    if (c === 46) {
+      // A dotted IPv4 tail holds the last two groups; alone, it is an IPv4 with a zone.
       if (count > 6) return 0;
+      let end = ip.indexOf("%", i);
+      if (end < 0) end = n;
       const v4 = parseIpv4(ip, start, end);
       if (v4 < 0) return 0;
+      if (count === 0 && gap < 0) {
+        out[0] = v4;
+        return 1;
+      }
       groups[count++] = v4 >>> 16;
       groups[count++] = v4 & 0xffff;
-      i = end;
       break;
     }
+    const digits = i - start;
     if (digits === 0 || digits > 4) return 0;
     groups[count++] = value;
-    if (i === end) break;
-    if (ip.charCodeAt(i) !== 58) return 0;
+    if (c === 37) break;
+    if (c !== 58) return 0;
     i++;
-    if (i < end && ip.charCodeAt(i) === 58) {
+    if (i < n && ip.charCodeAt(i) === 58) {
       if (gap >= 0) return 0;
       gap = count;
       i++;
-      if (i === end) break;
-    } else if (i === end) {
-      return 0;
+      if (i === n || ip.charCodeAt(i) === 37) break;
     }
+    // (After a single ":", a group must follow: the next turn rejects an empty one.)
   }
   return finishIpv6(out, groups, count, gap);
 }
@@ -168,11 +178,4 @@ function parseIpv4(ip: string, start: number, end: number): number {
     if (i >= end || ip.charCodeAt(i) !== 46) return -1;
     i++;
   }
-}
-
-function hexDigit(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  if (c >= 97 && c <= 102) return c - 87;
-  if (c >= 65 && c <= 70) return c - 55;
-  return -1;
 }
