@@ -137,6 +137,18 @@ describe("ip_hash", () => {
     for (let i = 0; i < ips.length; i++) assert.equal(picker.pick(ips[i]!, 0), home[i]);
   });
 
+  it("gives every client n different backends in its first n attempts, however the table lies", () => {
+    // A linear probe step once followed some backend's own permutation of the table for
+    // about one client in 2,000, which then met that backend's rivals only, again and again.
+    for (const [n, weight] of [[2, () => 1], [5, () => 1], [7, (i: number) => 1 + (i % 3)], [12, (i: number) => (i === 0 ? 50 : 1)]] as const) {
+      const picker = built(views(n, weight));
+      for (const ip of ips.slice(0, 20_000)) {
+        const tries = new Set(Array.from({ length: n }, (_, a) => picker.pick(ip, a)!.slot));
+        assert.equal(tries.size, n, `${ip} with ${n} backends`);
+      }
+    }
+  });
+
   it("gives each retry a different deterministic backend", () => {
     const picker = built(views(5));
     for (const ip of ips.slice(0, 200)) {

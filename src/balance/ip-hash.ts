@@ -1,5 +1,5 @@
 import type { BackendView } from "../pool/pool.ts";
-import { hashString, hashWords, parseIp, SEED_SLOT, SEED_STEP } from "./hash.ts";
+import { hashString, hashWords, parseIp, probeHash, reduce, SEED_SLOT, SEED_STEP } from "./hash.ts";
 import { diffRoutable } from "./diff.ts";
 import { buildMaglev, EMPTY, MaglevWorkspace, type MaglevTable } from "./maglev.ts";
 import type { Picker, PickerContext } from "./picker.ts";
@@ -12,8 +12,12 @@ const SLICE_MS = 8;
  * sets this small start at once (and usually end) within the change itself.
  */
 const WHOLE_FIRST_BUILD = 16_384;
-/** Entries a lookup follows before it gives up on the table (see `fallback`). */
-const MAX_PROBES = 512;
+/**
+ * Entries a lookup probes before it gives up on the table and takes the routable list in
+ * order instead (see `unseen`). Fixed, not per attempt, so every attempt of a client sees
+ * the same probed prefix and the attempts stay distinct.
+ */
+const PROBES = 1024;
 /** Retries a client can make (config `retries` ≤ 100) plus the data plane's re-picks. */
 const MAX_ATTEMPTS = 128;
 
@@ -21,11 +25,12 @@ const MAX_ATTEMPTS = 128;
  * Consistent hashing of the client IP over a Maglev table (maglev.ts): O(1) per pick, no
  * allocation, the same mapping in every process for the same set of backends.
  *
- * A client hashes (fixed seeds, IPv4-mapped IPv6 alike with IPv4) to an entry and to a
- * probe step; it goes to the entry's backend, or, where the entry is empty or its backend
- * is no longer routable, to the next usable entry along its own probe sequence. Attempt k
- * (a retry) is the k-th distinct backend along that same sequence: deterministic, never
- * one tried before.
+ * A client hashes (fixed seeds, IPv4-mapped IPv6 alike with IPv4) to an entry; it goes to
+ * the entry's backend, or, where the entry is empty or its backend is no longer routable,
+ * to the next usable entry along its own pseudo-random probe sequence (probeHash).
+ * Attempt k (a retry) is the k-th distinct backend along that same sequence, and past
+ * PROBES entries the k-th in the routable list (from a place the client hashes to) not
+ * met on the way: deterministic, never one tried before.
  *
  * The table is built from the routable backends, so a down backend's clients spread over
  * the others (Maglev moves them, and few besides) and come back when it recovers, since
@@ -112,21 +117,20 @@ export class IpHashPicker implements Picker {
     if (table === null) return this.fallback(h1, attempt);
     const size = table.size;
     const entries = table.entries;
-    let at = h1 % size;
+    let at = reduce(h1, size);
     // The common case, a first attempt landing on a filled entry of a live backend, needs
-    // neither the probe step (a second hash) nor the probe loop.
+    // neither the probe sequence's hash nor the probe loop.
     if (attempt === 0) {
       const e = entries[at]!;
       if (e !== EMPTY && (this.down === 0 || (table.alive[e >>> 5]! >>> (e & 31)) & 1)) return table.set[e];
     }
     const h2 = kind > 0 ? hashWords(this.words, kind, SEED_STEP) : hashString(clientIp, SEED_STEP);
-    const step = (h2 % (size - 1)) + 1;
     const alive = table.alive;
     // With more attempts than backends, start again from the first (deterministically).
     const want = attempt < n ? attempt : attempt % n;
     if (want >= MAX_ATTEMPTS) return this.fallback(h1, attempt);
     let found = 0;
-    for (let probes = 0; probes < MAX_PROBES * (want + 1); probes++) {
+    for (let probe = 1; probe <= PROBES; probe++) {
       const e = entries[at]!;
       if (e !== EMPTY && (alive[e >>> 5]! >>> (e & 31)) & 1) {
         let repeat = false;
@@ -143,10 +147,31 @@ export class IpHashPicker implements Picker {
           this.seen[found++] = e;
         }
       }
-      at += step;
-      if (at >= size) at -= size;
+      at = reduce(probeHash(h2, probe), size);
     }
-    return this.fallback(h1, attempt);
+    return this.unseen(table, h1, want - found, found);
+  }
+
+  /**
+   * The `skip`-th routable backend (0-based), in list order from where the client hashes
+   * to, that is not one of the `found` backends its probes met (this.seen). There are
+   * enough: the backends met are routable ones, and fewer than skip + found + 1 of them.
+   */
+  private unseen(table: MaglevTable, h1: number, skip: number, found: number): BackendView {
+    const routable = this.routable;
+    const n = routable.length;
+    for (let i = 0, at = h1 % n; i < n; i++, at = at + 1 === n ? 0 : at + 1) {
+      const view = routable[at]!;
+      let met = false;
+      for (let k = 0; k < found; k++) {
+        if (table.set[this.seen[k]!]!.slot === view.slot) {
+          met = true;
+          break;
+        }
+      }
+      if (!met && skip-- === 0) return view;
+    }
+    return routable[h1 % n]!; // not reached: see above
   }
 
   /**
