@@ -81,6 +81,32 @@ describe("algorithms end to end", () => {
     for (const h of idle) h.socket.destroy();
   });
 
+  it("least_connections with workers: 2: each thread sees the other's connections, so the shares stay exact", async () => {
+    const [a, b, c] = await Promise.all(["a", "b", "c"].map((n) => holdingBackend(n)));
+    const lb = await startBalancer({ workers: 2, log: { level: "debug" }, algorithm: "least_connections", ...discovery([{ server: a!, weight: 2 }, { server: b! }, { server: c! }]) });
+    // One at a time, so each pick comes after the previous connection was counted, on
+    // whichever thread the kernel gave it to.
+    const held: Array<{ socket: net.Socket; name: string }> = [];
+    const weight: Record<string, number> = { a: 2, b: 1, c: 1 };
+    const count = (n: string) => held.filter((h) => h.name === n).length;
+    for (let i = 0; i < 24; i++) {
+      // Every connection goes to a least loaded backend, counting both threads' connections.
+      const least = Math.min(...["a", "b", "c"].map((n) => count(n) / weight[n]!));
+      const h = await openFrom(lb.port);
+      assert.equal(count(h.name) / weight[h.name]!, least, `connection ${i} went to ${h.name} with ${count(h.name)} open`);
+      held.push(h);
+    }
+    assert.deepEqual([count("a"), count("b"), count("c")], [12, 6, 6]);
+    // Both threads took some (the kernel spreads them by source port: all 24 on one has
+    // a chance of 2^-23), so the shares above were kept across threads.
+    for (const h of held) h.socket.destroy();
+    const closed = await waitFor(() => {
+      const lines = lb.logs.filter((l) => l.msg === "connection closed");
+      return lines.length === 24 && lines;
+    }, 5000, "24 closed connections");
+    assert.deepEqual([...new Set(closed.map((l) => l.thread))].sort(), [0, 1]);
+  });
+
   it("ip_hash: each client address sticks to one backend, the same one this module computes", async () => {
     const servers = await Promise.all(["a", "b", "c"].map((n) => startNamedBackend(n)));
     const lb = await startBalancer({ algorithm: "ip_hash", retries: 2, ...discovery(servers.map((server) => ({ server }))) });
