@@ -244,6 +244,17 @@ export function* buildMaglev(
     members[startOf[weight[k]!]!++] = k;
     if ((i & LOOP) === LOOP) yield;
   }
+  // The claiming walks the members in turn and reads each one's next entry and skip: laid
+  // out in member order, those reads are sequential instead of a cache miss each. (Into
+  // two arrays the sort is done with: the hashes, and the radix buffer not holding it.)
+  const memberNext = work.hash;
+  const memberSkip = order === work.from ? work.to : work.from;
+  for (let m = 0; m < n; m++) {
+    const k = members[m]!;
+    memberNext[m] = next[k]!;
+    memberSkip[m] = skip[k]!;
+    if ((m & LOOP) === LOOP) yield;
+  }
   yield;
 
   // Turns: a group of weight w gets one turn per round in which ⌊round·w/wmax⌋ grows
@@ -261,8 +272,8 @@ export function* buildMaglev(
     groupWeight,
     groupStart,
     members,
-    next,
-    skip,
+    next: memberNext,
+    skip: memberSkip,
     occupied,
     entries,
   };
@@ -283,6 +294,7 @@ interface Claims {
   readonly groupWeight: Int32Array;
   readonly groupStart: Int32Array;
   readonly members: Int32Array;
+  /** Per member (in `members` order): the next entry on its permutation, and its step. */
   readonly next: Uint32Array;
   readonly skip: Uint32Array;
   readonly occupied: Int32Array;
@@ -308,9 +320,8 @@ function claim(st: Claims, budget: number): boolean {
       m = groupStart[g]!;
     }
     for (const end = groupStart[g + 1]!; m < end; m++) {
-      const k = members[m]!;
-      const s = skip[k]!;
-      let c = next[k]!;
+      const s = skip[m]!;
+      let c = next[m]!;
       // Probe the bitmap (size/8 bytes, which stays in cache far longer than the
       // entries themselves): about half the build time at a million backends.
       while ((occupied[c >>> 5]! >>> (c & 31)) & 1) {
@@ -319,9 +330,9 @@ function claim(st: Claims, budget: number): boolean {
         steps++;
       }
       occupied[c >>> 5]! |= 1 << (c & 31);
-      entries[c] = k;
+      entries[c] = members[m]!;
       c += s;
-      next[k] = c >= size ? c - size : c;
+      next[m] = c >= size ? c - size : c;
       if (++filled === target) return true;
       if (++steps >= budget) {
         st.filled = filled;
