@@ -124,11 +124,11 @@ export class IpHashPicker implements Picker {
       const e = entries[at]!;
       if (e !== EMPTY && (this.down === 0 || (table.alive[e >>> 5]! >>> (e & 31)) & 1)) return table.set[e];
     }
-    const h2 = kind > 0 ? hashWords(this.words, kind, SEED_STEP) : hashString(clientIp, SEED_STEP);
-    const alive = table.alive;
     // With more attempts than backends, start again from the first (deterministically).
     const want = attempt < n ? attempt : attempt % n;
     if (want >= MAX_ATTEMPTS) return this.fallback(h1, attempt);
+    const h2 = kind > 0 ? hashWords(this.words, kind, SEED_STEP) : hashString(clientIp, SEED_STEP);
+    const alive = table.alive;
     let found = 0;
     for (let probe = 1; probe <= PROBES; probe++) {
       const e = entries[at]!;
