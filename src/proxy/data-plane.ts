@@ -309,6 +309,7 @@ export class DataPlane {
     }) as ProxiedSocket;
     backend[CONN] = conn;
     conn.backend = backend;
+    conn.backendClosed = false;
     conn.upstream.dst = backend;
     this.dialStarted(conn);
     backend.on("connect", onBackendConnect);
