@@ -11,6 +11,7 @@ import { StaticSource } from "./discovery/static.ts";
 import type { DiscoverySource } from "./discovery/source.ts";
 import { KubernetesSource } from "./discovery/kubernetes.ts";
 import { HealthMonitor } from "./health/monitor.ts";
+import { openAccessLog } from "./log/access-log.ts";
 import { CounterTable, CounterView } from "./pool/counters.ts";
 import { BackendPool, type BackendView } from "./pool/pool.ts";
 import { DataPlane } from "./proxy/data-plane.ts";
@@ -68,12 +69,19 @@ export class Balancer {
     // hop for snapshots. More: each thread has its own listener on the same port.
     this.dataPlane =
       this.threads === 1
-        ? new DataPlane({ ...planeOptions, counters: new CounterView(counters.buffers, 0), logger, onDialFailure })
+        ? new DataPlane({
+            ...planeOptions,
+            counters: new CounterView(counters.buffers, 0),
+            logger,
+            accessLog: openAccessLog(config.accessLog, (err) => logger.error({ err: err.message }, "access log write failed")),
+            onDialFailure,
+          })
         : new ThreadedDataPlane({
             threads: this.threads,
             options: planeOptions,
             counters: counters.buffers,
             log: config.log,
+            accessLog: config.accessLog,
             logger,
             onDialFailure,
             onThreadCrash: (err) => onFatal(new Error(`data-plane thread crashed: ${err.message}`, { cause: err })),

@@ -1,6 +1,5 @@
 // End-to-end: however a proxied connection ends, both of its sockets are closed and its
 // counts given back.
-import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
 import { cleanup, connect, startBalancer, startEchoBackend, waitFor } from "./harness.ts";
 

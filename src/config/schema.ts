@@ -114,6 +114,12 @@ const rawConfig = z.strictObject({
     })
     .prefault({}),
   state_file: z.string().min(1).default("data/state.json"),
+  access_log: z
+    .strictObject({
+      enabled: z.boolean().default(false),
+      path: z.string().min(1, { error: 'must be "stdout" or a file path' }).default("stdout"),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(["debug", "info", "warn", "error"]).default("info"),
@@ -180,6 +186,8 @@ export interface Config {
   };
   api: { listen: HostPort; token: string; allowUnauthenticated: boolean };
   stateFile: string;
+  /** One JSON line per finished connection, to stdout or a file (path "stdout" or a file). */
+  accessLog: { enabled: boolean; path: string };
   log: { level: "debug" | "info" | "warn" | "error"; format: "json" | "pretty" };
   discovery: {
     type: "static" | "docker" | "kubernetes";
@@ -211,6 +219,7 @@ export const configSchema = rawConfig.transform(
     },
     api: { listen: c.api.listen, token: c.api.token, allowUnauthenticated: c.api.allow_unauthenticated },
     stateFile: c.state_file,
+    accessLog: c.access_log,
     log: c.log,
     discovery: c.discovery,
   }),

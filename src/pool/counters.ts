@@ -7,7 +7,10 @@
  * read), because Atomics cannot add to 64-bit floats and 32-bit totals would wrap.
  * Both live in growable SharedArrayBuffers: a worker holding a length-tracking view sees
  * slots the main thread adds later without any message.
+ * Figures of the data plane as a whole (connections accepted, how each ended) are striped
+ * per thread the same way, in a fixed-size buffer.
  */
+import { TERMINATIONS, type Termination, type TerminationName } from "../proxy/termination.ts";
 
 export const STAT_TOTAL = 0;
 export const STAT_FAILED = 1;
@@ -21,6 +24,11 @@ export const GLOBAL_ACTIVE = 0;
 export const GLOBAL_RR_TICKET = 1;
 const GLOBAL_FIELDS = 4;
 
+/** Per-thread plane figures: accepted connections, then one count per termination cause. */
+const PLANE_ACCEPTED = 0;
+const PLANE_ENDED = 1;
+const PLANE_FIELDS = PLANE_ENDED + TERMINATIONS.length;
+
 const MAX_SLOTS = 1 << 24;
 const INITIAL_SLOTS = 1024;
 
@@ -30,6 +38,14 @@ export interface CounterBuffers {
   readonly active: SharedArrayBuffer;
   readonly stats: SharedArrayBuffer;
   readonly global: SharedArrayBuffer;
+  readonly plane: SharedArrayBuffer;
+}
+
+/** The data plane's figures summed over threads. */
+export interface PlaneStats {
+  accepted: number;
+  /** Connections ended, by cause; every accepted connection ends under exactly one. */
+  ended: Record<TerminationName, number>;
 }
 
 export interface BackendStats {
@@ -48,6 +64,7 @@ export class CounterView {
   private readonly stats: Float64Array;
   private readonly stripe: number;
   private readonly threads: number;
+  private readonly plane: Float64Array;
 
   constructor(buffers: CounterBuffers, thread: number) {
     if (thread < 0 || thread >= buffers.threads) throw new Error(`counter thread ${thread} out of range`);
@@ -56,6 +73,15 @@ export class CounterView {
     this.global = new Int32Array(buffers.global);
     this.threads = buffers.threads;
     this.stripe = thread * STATS_PER_SLOT;
+    this.plane = new Float64Array(buffers.plane, thread * PLANE_FIELDS * 8, PLANE_FIELDS);
+  }
+
+  accepted(): void {
+    this.plane[PLANE_ACCEPTED]! += 1;
+  }
+
+  ended(cause: Termination): void {
+    this.plane[PLANE_ENDED + cause]! += 1;
   }
 
   opened(slot: number): void {
@@ -84,6 +110,7 @@ export class CounterTable {
   readonly buffers: CounterBuffers;
   private readonly activeView: Int32Array;
   private readonly statsView: Float64Array;
+  private readonly planeView: Float64Array;
   private capacity: number;
   private next = 0;
   private readonly free: number[] = [];
@@ -98,9 +125,23 @@ export class CounterTable {
       maxByteLength: MAX_SLOTS * threads * STATS_PER_SLOT * 8,
     });
     const global = new SharedArrayBuffer(GLOBAL_FIELDS * 4);
-    this.buffers = { threads, active, stats, global };
+    const plane = new SharedArrayBuffer(threads * PLANE_FIELDS * 8);
+    this.buffers = { threads, active, stats, global, plane };
     this.activeView = new Int32Array(active);
     this.statsView = new Float64Array(stats);
+    this.planeView = new Float64Array(plane);
+  }
+
+  /** Accepted connections and terminations, summed over every thread. */
+  planeStats(): PlaneStats {
+    const ended = Object.fromEntries(TERMINATIONS.map((name) => [name, 0])) as Record<TerminationName, number>;
+    let accepted = 0;
+    for (let t = 0; t < this.buffers.threads; t++) {
+      const base = t * PLANE_FIELDS;
+      accepted += this.planeView[base + PLANE_ACCEPTED]!;
+      for (let c = 0; c < TERMINATIONS.length; c++) ended[TERMINATIONS[c]!] += this.planeView[base + PLANE_ENDED + c]!;
+    }
+    return { accepted, ended };
   }
 
   /** A slot for a new backend, its counters at zero. */

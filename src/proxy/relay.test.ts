@@ -69,7 +69,7 @@ async function relayPath(payload: Buffer) {
   const toSink = net.connect({ port: back.port, host: "127.0.0.1" });
   await once(toSink, "connect");
   const relay = new Relay();
-  relay.dst = toSink;
+  relay.attach(toSink);
   const accepted = socketForHandle(await front.handle, relay.readOptions());
   toSink.on("drain", () => {
     relay.drained();

@@ -42,13 +42,24 @@ function releaseAll(chunks: Buffer[]): void {
 export type ReadCallback = (nread: number) => boolean;
 
 /**
+ * Bytes a client sends while its backend is still being dialled are held, up to this
+ * much, and written to whichever attempt connects (a failed attempt loses none of them).
+ * Past it the client is paused until the backend is there.
+ */
+const HOLD_BYTES = 64 * 1024;
+
+/**
  * One direction of a proxied connection: what its source socket reads goes to `dst`.
  * `onread` is the source's `onread.callback`; `drained` is called on dst's 'drain'.
+ * Until `attach` gives it a destination, what it reads is held (see HOLD_BYTES).
  */
 export class Relay {
-  dst: net.Socket | null = null;
+  private dst: net.Socket | null = null;
   /** Chunks written to dst whose writes have not completed yet. */
   private held: Buffer[] | null = null;
+  /** Bytes read before dst was attached, in order. */
+  private pending: Buffer[] | null = null;
+  private pendingBytes = 0;
   /** Set on every read; the data plane's idle sweep clears it. */
   active = false;
 
@@ -59,10 +70,26 @@ export class Relay {
     return { buffer: readBuffer, callback: this.onread };
   }
 
-  /** Writes the n bytes just read to dst; false when dst's buffer is full. */
+  /**
+   * From now on bytes go to `dst`, those held so far first. False when dst's buffer is
+   * full: the source stays paused until dst drains.
+   */
+  attach(dst: net.Socket): boolean {
+    this.dst = dst;
+    const pending = this.pending;
+    if (pending === null) return true;
+    this.pending = null;
+    this.pendingBytes = 0;
+    let more = true;
+    for (let i = 0; i < pending.length; i++) more = dst.write(pending[i]!);
+    return more;
+  }
+
+  /** Writes the n bytes just read to dst (or holds them); false when the source must pause. */
   forward(n: number): boolean {
-    const dst = this.dst!;
     this.active = true;
+    const dst = this.dst;
+    if (dst === null) return this.hold(Buffer.from(readBuffer.subarray(0, n)));
     let chunk: Buffer | null = null;
     let data: Buffer;
     if (n <= SMALL_READ_BYTES) {
@@ -84,9 +111,21 @@ export class Relay {
     return more;
   }
 
+  /** A chunk from a 'data' event (the stream path): written to dst, or held. */
+  forwardChunk(chunk: Buffer): boolean {
+    this.active = true;
+    return this.dst === null ? this.hold(chunk) : this.dst.write(chunk);
+  }
+
   /** dst emitted 'drain': everything written to it is done. */
   drained(): void {
     if (this.held !== null) releaseAll(this.held);
+  }
+
+  private hold(bytes: Buffer): boolean {
+    (this.pending ??= []).push(bytes);
+    this.pendingBytes += bytes.length;
+    return this.pendingBytes < HOLD_BYTES;
   }
 }
 

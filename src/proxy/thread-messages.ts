@@ -1,11 +1,12 @@
 import type { AddressInfo } from "node:net";
+import type { AccessLogOptions } from "../log/access-log.ts";
 import type { LogOptions } from "../log/logger.ts";
 import type { CounterBuffers } from "../pool/counters.ts";
 import type { BackendView, Snapshot } from "../pool/pool.ts";
 import type { DataPlaneOptions } from "./data-plane.ts";
 
 /** The plain-data part of DataPlaneOptions, as it crosses to a thread. */
-export type WorkerPlaneOptions = Omit<DataPlaneOptions, "counters" | "logger" | "threaded" | "onDialFailure">;
+export type WorkerPlaneOptions = Omit<DataPlaneOptions, "counters" | "logger" | "accessLog" | "threaded" | "onDialFailure">;
 
 /** workerData of a data-plane thread. */
 export interface WorkerInit {
@@ -13,6 +14,8 @@ export interface WorkerInit {
   options: WorkerPlaneOptions;
   counters: CounterBuffers;
   log: LogOptions;
+  /** Each thread writes its own access-log lines. */
+  accessLog: AccessLogOptions;
 }
 
 export type ToWorker =

@@ -1,6 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
+import type { AccessLogOptions } from "../log/access-log.ts";
 import type { LogOptions } from "../log/logger.ts";
 import { GLOBAL_ACTIVE, type CounterBuffers } from "../pool/counters.ts";
 import type { BackendView, Snapshot } from "../pool/pool.ts";
@@ -14,6 +15,7 @@ export interface ThreadedDataPlaneOptions {
   options: WorkerPlaneOptions;
   counters: CounterBuffers;
   log: LogOptions;
+  accessLog: AccessLogOptions;
   logger: Logger;
   onDialFailure?: (backend: BackendView, reason: string) => void;
   /** A thread died unexpectedly: the process cannot account its connections any more. */
@@ -125,7 +127,7 @@ export class ThreadedDataPlane {
   }
 
   private startThread(thread: number, options: WorkerPlaneOptions): Promise<AddressInfo> {
-    const init: WorkerInit = { thread, options, counters: this.opts.counters, log: this.opts.log };
+    const init: WorkerInit = { thread, options, counters: this.opts.counters, log: this.opts.log, accessLog: this.opts.accessLog };
     const worker = new Worker(WORKER_URL, { workerData: init, name: `data-plane-${thread}` });
     this.workers.push(worker);
     if (this.snapshot) this.post(worker, { type: "snapshot", snapshot: this.snapshot });

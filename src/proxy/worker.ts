@@ -4,6 +4,7 @@
  * messages, and it reports dial failures back for passive health checking.
  */
 import { parentPort, workerData } from "node:worker_threads";
+import { openAccessLog } from "../log/access-log.ts";
 import { createLogger } from "../log/logger.ts";
 import { CounterView } from "../pool/counters.ts";
 import { DataPlane } from "./data-plane.ts";
@@ -18,6 +19,7 @@ const plane = new DataPlane({
   ...init.options,
   counters: new CounterView(init.counters, init.thread),
   logger,
+  accessLog: openAccessLog(init.accessLog, (err) => logger.error({ err: err.message }, "access log write failed")),
   threaded: true,
   onDialFailure: (backend, reason) => send({ type: "dialFailed", backend, reason }),
 });
