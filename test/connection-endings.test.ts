@@ -1,17 +1,353 @@
-// End-to-end: however a proxied connection ends, both of its sockets are closed and its
-// counts given back.
+// End-to-end: however a proxied connection ends, within a second both of its sockets
+// are closed the right way (a reset passed on as a reset), the backend's count is back
+// down, the balancer holds no descriptor for it, and its cause is counted once.
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import path from "node:path";
 import { afterEach, describe, it } from "node:test";
-import { cleanup, connect, startBalancer, startEchoBackend, waitFor } from "./harness.ts";
+import {
+  cleanup,
+  refusedPort,
+  startBalancer,
+  startServer,
+  unansweredPort,
+  waitFor,
+  type BalancerProcess,
+} from "./harness.ts";
 
 afterEach(cleanup);
 
+/** How a socket ended, as its owner saw it. */
+class Ending {
+  fin = false;
+  rst = false;
+  closedAt = 0;
+  readonly socket: net.Socket;
+  constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.resume(); // read to the end, or no FIN is ever seen
+    socket.on("end", () => {
+      this.fin = true;
+      socket.end(); // like most peers: done once the other side is
+    });
+    socket.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "ECONNRESET" || err.code === "EPIPE") this.rst = true;
+    });
+    socket.on("close", () => (this.closedAt = performance.now()));
+  }
+  get closed(): boolean {
+    return this.closedAt > 0;
+  }
+  /** "fin", "rst" or "open". */
+  get kind(): string {
+    return this.rst ? "rst" : this.closed ? "fin" : "open";
+  }
+}
+
+/** A backend whose connections are tracked; `behave` runs on each. */
+async function trackedBackend(behave: (s: net.Socket) => void = (s) => s.pipe(s)) {
+  const endings: Ending[] = [];
+  const server = await startServer((socket) => {
+    endings.push(new Ending(socket));
+    behave(socket);
+  });
+  return { server, endings };
+}
+
+function openClient(port: number): Promise<Ending> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true });
+    const ending = new Ending(socket);
+    socket.once("connect", () => resolve(ending));
+    socket.once("error", reject);
+  });
+}
+
+function descriptors(lb: BalancerProcess): number {
+  return readdirSync(`/proc/${lb.proc.pid}/fd`).length;
+}
+
+/** GET on the API over a connection that is closed after, so it holds no descriptor. */
+function apiGet<T>(lb: BalancerProcess, urlPath: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(`${lb.api}${urlPath}`, { agent: false, headers: { connection: "close" } }, (res) => {
+        let body = "";
+        res.on("data", (d) => (body += d));
+        res.on("end", () => resolve(JSON.parse(body) as T));
+      })
+      .on("error", reject);
+  });
+}
+
+interface AccessLine {
+  client: string;
+  backend: string;
+  termination: string;
+  attempts: number;
+  bytes_in: number;
+  bytes_out: number;
+}
+
+function accessLines(lb: BalancerProcess): AccessLine[] {
+  let text = "";
+  try {
+    text = readFileSync(path.join(lb.dir, "access.log"), "utf8");
+  } catch {
+    return [];
+  }
+  return text
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => JSON.parse(l) as AccessLine);
+}
+
+/** The access-log lines of the client whose local port is `port`: exactly one expected. */
+async function linesOf(lb: BalancerProcess, port: number): Promise<AccessLine[]> {
+  const mine = () => accessLines(lb).filter((l) => l.client === `127.0.0.1:${port}`);
+  await waitFor(() => mine().length > 0, 3000, `an access-log line for client port ${port}`);
+  await new Promise((r) => setTimeout(r, 100)); // a second line would have come by now
+  return mine();
+}
+
+function balancerFor(workers: number, backends: string[], extra: Record<string, unknown> = {}) {
+  return startBalancer({
+    workers,
+    retries: 0,
+    timeouts: { connect: "500ms", idle: "1s", shutdown: "500ms" },
+    // Probes open sockets of their own: keep them out of the descriptor counts.
+    health_check: { interval: "1h", timeout: "1s" },
+    access_log: { enabled: true, path: "access.log" },
+    discovery: { type: "static", backends: backends.map((address) => ({ address })) },
+    ...extra,
+  });
+}
+
+interface Row {
+  name: string;
+  termination: string;
+  /**
+   * How the client and the backend saw the end: "self" for the side that ended it,
+   * "none" when no backend connection was made.
+   */
+  client: "fin" | "rst" | "self";
+  backend: "fin" | "rst" | "none" | "self";
+  backendBehaviour?: (s: net.Socket) => void;
+  /** Backends that are not tracked servers. */
+  backendAddress?: () => Promise<string>;
+  extra?: Record<string, unknown>;
+  /** Does what ends the connection; resolves with the moment it did. */
+  act(client: Ending, backend: () => Ending | undefined): Promise<number>;
+  /** The connection to check is not the first one made (max_connections). */
+  lb?: (lb: BalancerProcess) => Promise<void>;
+}
+
+const at = () => performance.now();
+const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const rows: Row[] = [
+  {
+    name: "client FIN",
+    termination: "client_fin",
+    client: "fin",
+    backend: "fin",
+    act: async (client, backend) => {
+      await waitFor(backend, 2000, "the backend connection");
+      client.socket.end("bye");
+      return at();
+    },
+  },
+  {
+    name: "client RST",
+    termination: "client_rst",
+    client: "self",
+    backend: "rst",
+    act: async (client, backend) => {
+      await waitFor(backend, 2000, "the backend connection");
+      client.socket.resetAndDestroy();
+      return at();
+    },
+  },
+  {
+    name: "client RST during the dial",
+    termination: "client_gone",
+    client: "self",
+    backend: "none",
+    backendAddress: async () => `127.0.0.1:${await unansweredPort()}`,
+    extra: { timeouts: { connect: "5s", idle: "1s", shutdown: "500ms" } },
+    act: async (client) => {
+      await settle(200);
+      client.socket.resetAndDestroy();
+      return at();
+    },
+  },
+  {
+    name: "client FIN during the dial (half-close: the dial goes on to its timeout)",
+    termination: "connect_timeout",
+    client: "fin",
+    backend: "none",
+    backendAddress: async () => `127.0.0.1:${await unansweredPort()}`,
+    act: async (client) => {
+      client.socket.end("early bytes");
+      await settle(500); // the connect timeout
+      return at();
+    },
+  },
+  {
+    name: "backend FIN",
+    termination: "backend_fin",
+    client: "fin",
+    backend: "fin",
+    backendBehaviour: (s) => setTimeout(() => s.end("bye\n"), 100),
+    act: async (client) => {
+      await new Promise((r) => client.socket.once("end", r));
+      const t = at();
+      client.socket.end();
+      return t;
+    },
+  },
+  {
+    name: "backend RST",
+    termination: "backend_rst",
+    client: "rst",
+    backend: "self",
+    backendBehaviour: (s) => setTimeout(() => s.resetAndDestroy(), 100),
+    act: async (_client, backend) => {
+      await waitFor(() => backend()?.closed, 2000, "the backend to reset");
+      return at();
+    },
+  },
+  {
+    name: "backend refuses",
+    termination: "connect_refused",
+    client: "fin",
+    backend: "none",
+    backendAddress: async () => `127.0.0.1:${await refusedPort()}`,
+    act: async () => at(),
+  },
+  {
+    name: "backend never answers (connect timeout)",
+    termination: "connect_timeout",
+    client: "fin",
+    backend: "none",
+    backendAddress: async () => `127.0.0.1:${await unansweredPort()}`,
+    act: async () => {
+      await settle(500);
+      return at();
+    },
+  },
+  {
+    name: "idle timeout",
+    termination: "idle_timeout",
+    client: "fin",
+    backend: "fin",
+    act: async () => {
+      await settle(1125); // idle_timeout and one sweep: the latest it may close
+      return at();
+    },
+  },
+  {
+    name: "max_connections refusal",
+    termination: "limit",
+    client: "fin",
+    backend: "none",
+    extra: { max_connections: 1 },
+    lb: async (lb) => {
+      await openClient(lb.port); // holds the only place
+      await waitFor(async () => (await apiGet<Array<{ active_connections: number }>>(lb, "/backends"))[0]!.active_connections === 1, 3000);
+    },
+    act: async () => at(),
+  },
+];
+
+for (const workers of [1, 2]) {
+  describe(`connection endings, workers: ${workers}`, () => {
+    for (const row of rows) {
+      it(row.name, async () => {
+        const tracked = await trackedBackend(row.backendBehaviour);
+        const address = row.backendAddress ? await row.backendAddress() : tracked.server.address;
+        const lb = await balancerFor(workers, [address], row.extra);
+        await settle(200); // the first health probes are done
+        const baseline = descriptors(lb);
+        await row.lb?.(lb);
+        const before = tracked.endings.length;
+        const client = await openClient(lb.port);
+        const clientPort = client.socket.localPort!;
+        const backend = () => tracked.endings[before];
+        const endedAt = await row.act(client, backend);
+
+        await waitFor(() => client.closed, 1000 + Math.max(0, endedAt - at()), "the client socket to close");
+        assert.ok(client.closedAt - endedAt < 1000, `client closed ${Math.round(client.closedAt - endedAt)} ms after the end`);
+        if (row.client !== "self") assert.equal(client.kind, row.client, "how the client saw the end");
+        if (row.backend === "none") {
+          assert.equal(tracked.endings.length, before, "no backend connection was made");
+        } else {
+          const b = await waitFor(backend, 1000, "the backend connection");
+          await waitFor(() => b.closed, 1000, "the backend socket to close");
+          assert.ok(b.closedAt - endedAt < 1000, `backend closed ${Math.round(b.closedAt - endedAt)} ms after the end`);
+          if (row.backend !== "self") assert.equal(b.kind, row.backend, "how the backend saw the end");
+        }
+
+        const lines = await linesOf(lb, clientPort);
+        assert.equal(lines.length, 1, `one access-log line: ${JSON.stringify(lines)}`);
+        assert.equal(lines[0]!.termination, row.termination);
+        if (row.name !== "max_connections refusal") {
+          await waitFor(() => descriptors(lb) <= baseline, 1000, `descriptors back to ${baseline}`);
+          const [info] = await apiGet<Array<{ active_connections: number }>>(lb, "/backends");
+          assert.equal(info!.active_connections, 0, "active_connections back to 0");
+        }
+      });
+    }
+
+    it("shutdown deadline: closes what is still open, counted under shutdown", async () => {
+      const tracked = await trackedBackend();
+      const lb = await balancerFor(workers, [tracked.server.address], { timeouts: { connect: "1s", idle: "0s", shutdown: "300ms" } });
+      const client = await openClient(lb.port);
+      const clientPort = client.socket.localPort!;
+      const b = await waitFor(() => tracked.endings[0], 2000, "the backend connection");
+      lb.signal("SIGTERM");
+      const signalled = at();
+      await waitFor(() => client.closed && b.closed, 1300, "both sockets to close at the deadline");
+      assert.equal(client.kind, "fin");
+      assert.equal(b.kind, "fin");
+      assert.ok(client.closedAt - signalled < 1300);
+      assert.equal((await lb.exited).code, 0);
+      const lines = accessLines(lb).filter((l) => l.client === `127.0.0.1:${clientPort}`);
+      assert.deepEqual(lines.map((l) => l.termination), ["shutdown"]);
+    });
+  });
+}
+
 describe("connection endings", () => {
-  it("a client reset closes the backend connection", async () => {
-    const echo = await startEchoBackend();
-    const lb = await startBalancer({ discovery: { type: "static", backends: [{ address: echo.address }] } });
-    const clients = await Promise.all(Array.from({ length: 40 }, () => connect(lb.port)));
-    await waitFor(() => echo.open() === 40, 5000, "40 backend connections");
-    for (const c of clients) c.resetAndDestroy();
-    await waitFor(() => echo.open() === 0, 3000, "the backend connections to close");
+  it("a client reset closes the backend connection (40 clients)", async () => {
+    const tracked = await trackedBackend();
+    const lb = await balancerFor(1, [tracked.server.address]);
+    const clients = await Promise.all(Array.from({ length: 40 }, () => openClient(lb.port)));
+    await waitFor(() => tracked.server.open() === 40, 5000, "40 backend connections");
+    for (const c of clients) c.socket.resetAndDestroy();
+    await waitFor(() => tracked.server.open() === 0, 3000, "the backend connections to close");
+  });
+
+  it("bytes a client sends during the dial reach the backend a retry connects to", async () => {
+    const tracked = await trackedBackend();
+    const refused = `127.0.0.1:${await refusedPort()}`;
+    const lb = await balancerFor(1, [refused, tracked.server.address], { retries: 1 });
+    for (let i = 0; i < 4; i++) {
+      const reply = await new Promise<string>((resolve, reject) => {
+        const socket = net.connect({ port: lb.port, host: "127.0.0.1", allowHalfOpen: true });
+        let got = "";
+        socket.on("data", (d) => (got += d));
+        socket.on("end", () => socket.end());
+        socket.on("close", () => resolve(got));
+        socket.on("error", reject);
+        socket.end(`hello ${i}`); // queued before the connect: in flight during the dial
+      });
+      assert.equal(reply, `hello ${i}`);
+    }
+    await waitFor(() => accessLines(lb).length === 4, 3000, "four access-log lines");
+    const terminations = accessLines(lb).map((l) => l.termination);
+    assert.deepEqual(terminations, ["client_fin", "client_fin", "client_fin", "client_fin"]);
   });
 });

@@ -1,6 +1,6 @@
 import { mkdirSync, openSync } from "node:fs";
 import path from "node:path";
-import pino, { type Logger } from "pino";
+import pino from "pino";
 
 export interface AccessLogOptions {
   enabled: boolean;
@@ -36,7 +36,6 @@ const PIPE_BUF = 4096;
  * data-plane thread has its own, appending to the same file (or stdout).
  */
 export class AccessLog {
-  private readonly out: Logger;
   private readonly dest: pino.DestinationStream & { flushSync(): void };
 
   /** Opens `file` ("stdout" or a path) at once, so a bad path fails at start, by name. */
@@ -47,11 +46,11 @@ export class AccessLog {
     // A full disk or a closed pipe later on must not take the data path down with it.
     dest.on("error", onError);
     this.dest = dest;
-    this.out = pino({ base: null, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: () => ({}) } }, dest);
   }
 
+  /** The line is the entry's own fields after the time: no level, pid or message. */
   write(entry: AccessEntry): void {
-    this.out.info(entry);
+    this.dest.write(`{"time":"${new Date().toISOString()}",${JSON.stringify(entry).slice(1)}\n`);
   }
 
   /** Writes out what is buffered; before a thread or the process ends. */

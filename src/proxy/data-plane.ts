@@ -190,6 +190,7 @@ export class DataPlane {
   /** `upstream` is the relay the client reads through; null on the stream path. */
   private accept(client: net.Socket, upstream: Relay | null): void {
     const conn = new Connection(this.host, client, upstream);
+    if (this.needsClientIp || this.accessLog !== null) conn.clientIp = normaliseIp(client.remoteAddress ?? "");
     this.counters.accepted();
     this.link(conn);
     // Atomics.add returns the count before this connection: refusing at or past the cap.
@@ -198,7 +199,6 @@ export class DataPlane {
       conn.close(LIMIT);
       return;
     }
-    if (this.needsClientIp || this.accessLog !== null) conn.clientIp = normaliseIp(client.remoteAddress ?? "");
     conn.start();
   }
 
