@@ -6,7 +6,6 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { DockerEngine } from "./docker/engine.ts";
@@ -24,7 +23,8 @@ let mirror: NpmMirror | undefined;
 before(
   async () => {
     engine = await DockerEngine.start();
-    mirror = await startNpmMirror();
+    // On the host's end of the engine's link: the build, in the engine's namespace, reaches it.
+    mirror = await startNpmMirror(engine.hostAddress);
   },
   { timeout: 600_000 },
 );
@@ -49,30 +49,22 @@ function baseImages(dockerfile: string): string[] {
 }
 
 const token = randomBytes(12).toString("hex");
-let balancedPort = 0;
-let apiPort = 0;
-
 /**
- * A port free on 127.0.0.1 right now. Publishing explicit ports, rather than letting the
- * engine choose, keeps two test engines on one machine (each starting at the same first
- * port of Docker's range) from colliding.
+ * The ports as the compose file's defaults have them, published on the engine's address:
+ * the engine has a network namespace of its own, where only this test publishes anything,
+ * and whose 127.0.0.1 is not ours.
  */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
+const BALANCED_PORT = 8080;
+const API_PORT = 8081;
 
-/** What a user sets for docker-compose, pointed at the test engine and loopback ports. */
+/** What a user sets for docker-compose, pointed at the test engine. */
 function composeEnv(): NodeJS.ProcessEnv {
   return {
     DOCKER_SOCKET: engine.socket,
     DOCKER_GID: String(statSync(engine.socket).gid),
     GOBALANCER_API_TOKEN: token,
-    GOBALANCER_LISTEN: `127.0.0.1:${balancedPort}`,
-    GOBALANCER_API_LISTEN: `127.0.0.1:${apiPort}`,
+    GOBALANCER_LISTEN: `${engine.address}:${BALANCED_PORT}`,
+    GOBALANCER_API_LISTEN: `${engine.address}:${API_PORT}`,
   };
 }
 
@@ -90,8 +82,8 @@ describe("docker deployment", () => {
     await busyboxImage(engine);
     await engine.cli(["tag", BUSYBOX_IMAGE, "nginx:alpine"]);
 
-    // The real Dockerfile, unchanged; host network for the build so npm reaches the
-    // mirror on 127.0.0.1.
+    // The real Dockerfile, unchanged; the engine's host network for the build, which
+    // reaches the mirror on our end of the engine's link.
     await engine
       .cli(["build", "--network", "host", "--build-arg", `NPM_CONFIG_REGISTRY=${mirror!.url}`, "-f", DOCKERFILE, "-t", "gobalancer:latest", REPO], {
         env: { DOCKER_BUILDKIT: "1" },
@@ -106,20 +98,17 @@ describe("docker deployment", () => {
     assert.ok(built.Config.Healthcheck?.Test?.join(" ").includes("/health"), "has a HEALTHCHECK on /health");
     assert.ok(built.Config.Cmd?.includes("/etc/gobalancer/config.yaml"));
 
-    balancedPort = await freePort();
-    apiPort = await freePort();
     await compose(["up", "-d", "--no-build"]);
     const ids = async (service: string) => (await compose(["ps", "-q", service])).trim();
     const backends = new Set([(await ids("backend1")).slice(0, 12), (await ids("backend2")).slice(0, 12)]);
     const published = (await compose(["port", "gobalancer", "8080"])).trim();
-    assert.equal(published, `127.0.0.1:${balancedPort}`);
-    const port = balancedPort;
+    assert.equal(published, `${engine.address}:${BALANCED_PORT}`);
 
     // Both backends answer through the published port once discovery has found them.
     const seen = new Set<string>();
     try {
       await waitFor(async () => {
-        const response = await request(port, "GET / HTTP/1.0\r\n\r\n").catch(() => "");
+        const response = await request(BALANCED_PORT, "GET / HTTP/1.0\r\n\r\n", engine.address).catch(() => "");
         const body = response.slice(response.indexOf("\r\n\r\n") + 4).trim();
         if (backends.has(body)) seen.add(body);
         return seen.size === backends.size;
@@ -129,9 +118,9 @@ describe("docker deployment", () => {
       assert.fail(`only ${[...seen].join(", ") || "no backend"} of ${[...backends].join(", ")} answered on ${published}\n${logs.slice(-3000)}`);
     }
 
-    // The API is published (loopback here) and asks for the token; it lists both backends
-    // as Docker's, with the weights from their labels.
-    const api = `http://127.0.0.1:${apiPort}`;
+    // The API is published (on the engine's address here) and asks for the token; it lists
+    // both backends as Docker's, with the weights from their labels.
+    const api = `http://${engine.address}:${API_PORT}`;
     assert.equal((await fetch(`${api}/backends`)).status, 401);
     const listed = (await (await fetch(`${api}/backends`, { headers: { authorization: `Bearer ${token}` } })).json()) as Array<{ source: string; weight: number }>;
     assert.deepEqual(listed.map((b) => `${b.source} ${b.weight}`).sort(), ["docker 1", "docker 2"]);

@@ -1,7 +1,9 @@
 /**
  * A real, private Docker engine for the tests: installs what is missing (Debian packages),
- * starts dockerd through engine.sh with everything under a temporary directory, and tears
- * it all down afterwards, also when the test process dies (engine.sh sees its stdin close).
+ * starts dockerd through engine.sh with everything under a temporary directory and in a
+ * network namespace of its own (so the host's firewall does not apply to its containers),
+ * and tears it all down afterwards, also when the test process dies (engine.sh sees its
+ * stdin close).
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -28,8 +30,8 @@ function installed(pkg: string): boolean {
 }
 
 /** Installs the missing packages with apt-get; a no-op when all are there. */
-export function ensurePackages(): void {
-  const missing = PACKAGES.filter((p) => !installed(p.pkg) || !existsSync(p.provides)).map((p) => p.pkg);
+export function ensurePackages(extra: ReadonlyArray<{ pkg: string; provides: string }> = []): void {
+  const missing = [...PACKAGES, ...extra].filter((p) => !installed(p.pkg) || !existsSync(p.provides)).map((p) => p.pkg);
   if (missing.length === 0) return;
   if (process.getuid?.() !== 0) {
     throw new Error(`docker tests need root to install ${missing.join(", ")} and run dockerd; run as root or install them first`);
@@ -62,6 +64,22 @@ function freeNetwork(): number {
   return candidates[Math.floor(Math.random() * candidates.length)]!;
 }
 
+/** How an engine uses its 10.x.0.0/16 (x is `net`). */
+function addressPlan(net: number) {
+  const x = `10.${net}`;
+  return {
+    subnet: `${x}.0.0/16`,
+    /** Networks the engine creates, a /24 each. */
+    pool: `${x}.0.0/17`,
+    /** The default bridge. */
+    bridge: `${x}.255.1/24`,
+    /** The link between the host and the engine's namespace, a /30: the host's end… */
+    host: `${x}.254.1`,
+    /** …and the engine's. */
+    engine: `${x}.254.2`,
+  };
+}
+
 export interface CliResult {
   stdout: string;
   stderr: string;
@@ -75,6 +93,14 @@ export class DockerEngine {
   readonly dir: string;
   /** Second octet of this engine's 10.x.0.0/16; networks the tests create live inside it. */
   readonly net: number;
+  /**
+   * The engine's end of the link to its namespace: where published ports listen (publish
+   * on this address, not 127.0.0.1, which is the namespace's own loopback) and where
+   * `--network host` containers and builds live.
+   */
+  readonly address: string;
+  /** This side's end of that link: what the engine's containers reach of the host. */
+  readonly hostAddress: string;
   private readonly wrapper: ChildProcess;
   private readonly exited: Promise<void>;
   private stdout = "";
@@ -82,6 +108,9 @@ export class DockerEngine {
   private constructor(dir: string, net: number, wrapper: ChildProcess) {
     this.dir = dir;
     this.net = net;
+    const plan = addressPlan(net);
+    this.address = plan.engine;
+    this.hostAddress = plan.host;
     this.socket = path.join(dir, "docker.sock");
     this.host = `unix://${this.socket}`;
     this.docker = new Docker({ socketPath: this.socket });
@@ -92,16 +121,24 @@ export class DockerEngine {
     this.exited = new Promise((resolve) => wrapper.once("exit", () => resolve()));
   }
 
-  /** Installs what is missing, starts dockerd and waits until it answers. */
-  static async start(): Promise<DockerEngine> {
+  /**
+   * Installs what is missing, starts dockerd and waits until it answers. `netns` (a
+   * namespace file) runs the engine from inside that network namespace instead of ours,
+   * as if it were the host: for tests of the engine itself.
+   */
+  static async start(opts: { netns?: string } = {}): Promise<DockerEngine> {
     ensurePackages();
     // Short path: the engine's sockets live below it and unix socket paths are limited.
     const dir = mkdtempSync("/tmp/gbd-");
     const net = freeNetwork();
-    const bridge = `gbd${process.pid % 100000}x${net}`.slice(0, 15);
+    // The host's end of the link; it shows in `ip link` and must fit 15 characters.
+    const link = `gbd${process.pid % 100000}x${net}`;
+    const plan = addressPlan(net);
+    const argv = ["sh", SCRIPT, dir, link, plan.subnet, plan.bridge, plan.pool, `${plan.host}/30`, `${plan.engine}/30`];
+    if (opts.netns) argv.unshift("nsenter", `--net=${opts.netns}`);
     // detached: in its own process group, so a Ctrl-C meant for the test runner does not
     // kill the engine before it has cleaned up; it cleans up when our pipe closes.
-    const wrapper = spawn("sh", [SCRIPT, dir, bridge, `10.${net}.255.1/24`, `10.${net}.0.0/17`], {
+    const wrapper = spawn(argv[0]!, argv.slice(1), {
       stdio: ["pipe", "pipe", "pipe"],
       detached: true,
     });

@@ -1,8 +1,8 @@
 /**
- * A read-only npm registry mirror on 127.0.0.1 that answers from this machine's npm cache,
- * which `make` filled when it installed the project's dependencies. The image build's
- * `npm ci` uses it (--build-arg NPM_CONFIG_REGISTRY) instead of the public registry, so the
- * test sends no traffic off the machine. npm rewrites the registry host of the tarball URLs
+ * A read-only npm registry mirror on this machine that answers from its npm cache, which
+ * `make` filled when it installed the project's dependencies. The image build's `npm ci`
+ * uses it (--build-arg NPM_CONFIG_REGISTRY) instead of the public registry, so the test
+ * sends no traffic off the machine. npm rewrites the registry host of the tarball URLs
  * in package documents to the configured registry, so both are served from here.
  */
 import { execFileSync } from "node:child_process";
@@ -36,7 +36,8 @@ export function hostNpm(): { dir: string; cache: string } {
   return { dir, cache: path.join(cache, "_cacache") };
 }
 
-export async function startNpmMirror(): Promise<NpmMirror> {
+/** Listens on `host`, an address of this machine that the image build can reach. */
+export async function startNpmMirror(host: string): Promise<NpmMirror> {
   const npm = hostNpm();
   // npm's own copy of cacache reads the cache exactly as npm wrote it.
   const cacache = createRequire(path.join(npm.dir, "package.json"))("cacache") as Cacache;
@@ -53,10 +54,10 @@ export async function startNpmMirror(): Promise<NpmMirror> {
       await pipeline(cacache.get.stream(npm.cache, key), res);
     }).catch(() => res.destroy());
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
   const { port } = server.address() as AddressInfo;
   return {
-    url: `http://127.0.0.1:${port}/`,
+    url: `http://${host}:${port}/`,
     misses,
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
