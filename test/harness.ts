@@ -110,6 +110,8 @@ export interface StartOptions {
   nofile?: number;
   /** How long to wait for "gobalancer started"; default 15 s. */
   startTimeoutMs?: number;
+  /** Node options before the script (e.g. --import of a probe). */
+  nodeArgs?: string[];
 }
 
 /**
@@ -130,7 +132,7 @@ export async function startBalancer(config: Record<string, unknown> | string, op
     };
     writeFileSync(file, stringify(full));
   }
-  const argv = [process.execPath, CLI, "--config", file, ...(opts.args ?? [])];
+  const argv = [process.execPath, ...(opts.nodeArgs ?? []), CLI, "--config", file, ...(opts.args ?? [])];
   if (opts.nofile) argv.unshift("prlimit", `--nofile=${opts.nofile}:${opts.nofile}`, "--");
   const proc = spawn(argv[0]!, argv.slice(1), {
     cwd: dir,
