@@ -11,7 +11,7 @@ import { StaticSource } from "./discovery/static.ts";
 import type { DiscoverySource } from "./discovery/source.ts";
 import { KubernetesSource } from "./discovery/kubernetes.ts";
 import { HealthMonitor } from "./health/monitor.ts";
-import { openAccessLog } from "./log/access-log.ts";
+import { checkAccessLog, openAccessLog } from "./log/access-log.ts";
 import { CounterTable, CounterView } from "./pool/counters.ts";
 import { BackendPool, type BackendView } from "./pool/pool.ts";
 import { DataPlane } from "./proxy/data-plane.ts";
@@ -46,6 +46,7 @@ export class Balancer {
     this.config = config;
     this.log = logger;
     this.threads = config.workers === "auto" ? availableParallelism() : config.workers;
+    checkAccessLog(config.accessLog);
     const counters = new CounterTable(this.threads);
     this.pool = new BackendPool({ logger, counters });
     this.health = new HealthMonitor({ settings: config.healthCheck, sink: this.pool, logger });

@@ -298,6 +298,17 @@ describe("start-up failures", () => {
     assert.equal(errors.length, 1);
     assert.match(errors[0]!.msg, /discovery\.backends\[0\]\.address: port must be 1-65535/);
   });
+
+  for (const workers of [1, 2]) {
+    it(`exits 1 naming the access log when it cannot be opened (workers: ${workers})`, async () => {
+      const lb = await startBalancer({ workers, access_log: { enabled: true, path: "no-such-dir/access.log" }, discovery: { backends: [] } }, { noWait: true });
+      assert.equal((await lb.exited).code, 1);
+      const errors = lb.logs.filter((l) => l.level >= 50);
+      assert.equal(errors.length, 1);
+      assert.match(errors[0]!.msg, /access_log\.path: cannot open no-such-dir\/access\.log: ENOENT/);
+      assert.equal(lb.otherOutput.join(""), "", "no stack trace or other noise");
+    });
+  }
 });
 
 function rssKiB(pid: number): number {

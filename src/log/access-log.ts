@@ -1,5 +1,4 @@
-import { mkdirSync, openSync } from "node:fs";
-import path from "node:path";
+import { closeSync, openSync } from "node:fs";
 import pino from "pino";
 
 export interface AccessLogOptions {
@@ -68,9 +67,16 @@ export function openAccessLog(opts: AccessLogOptions, onError: (err: Error) => v
   return opts.enabled ? new AccessLog(opts.path, onError) : null;
 }
 
+/**
+ * Throws, naming the path, when the access log cannot be opened: for the main thread to
+ * check before data-plane threads each open their own.
+ */
+export function checkAccessLog(opts: AccessLogOptions): void {
+  if (opts.enabled && opts.path !== "stdout") closeSync(openForAppend(opts.path));
+}
+
 function openForAppend(file: string): number {
   try {
-    mkdirSync(path.dirname(file), { recursive: true });
     return openSync(file, "a");
   } catch (err) {
     throw new Error(`access_log.path: cannot open ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
