@@ -14,8 +14,9 @@ import { HealthMonitor } from "./health/monitor.ts";
 import { checkAccessLog, openAccessLog } from "./log/access-log.ts";
 import { CounterTable, CounterView } from "./pool/counters.ts";
 import { BackendPool, type BackendView } from "./pool/pool.ts";
-import { DataPlane } from "./proxy/data-plane.ts";
+import { DataPlane, type DataPath } from "./proxy/data-plane.ts";
 import { descriptorConnectionCap } from "./proxy/descriptors.ts";
+import { loadHandleBindings } from "./proxy/node-internals.ts";
 import { ThreadedDataPlane } from "./proxy/threads.ts";
 
 /**
@@ -28,6 +29,7 @@ export class Balancer {
   private readonly log: Logger;
   private readonly dataPlane: DataPlane | ThreadedDataPlane;
   private readonly threads: number;
+  private readonly dataPath: DataPath;
   private readonly health: HealthMonitor;
   private readonly sources: DiscoverySource[] = [];
   private readonly changes: BackendChanges;
@@ -57,8 +59,10 @@ export class Balancer {
     });
     // Failed client dials count toward `fall`; from threads they arrive by message.
     const onDialFailure = (backend: BackendView, reason: string) => this.health.reportPassiveFailure(backend.key, reason);
+    this.dataPath = resolveDataPath(config.dataPath, logger);
     const planeOptions = {
       listen: config.listen,
+      dataPath: this.dataPath,
       algorithm: config.algorithm,
       retries: config.retries,
       maxConnections: config.maxConnections,
@@ -142,6 +146,7 @@ export class Balancer {
         api: formatAddress(api),
         algorithm: this.config.algorithm,
         workers: this.threads,
+        data_path: this.dataPath,
         backends: this.pool.size,
         discovery: this.config.discovery.type,
       },
@@ -174,6 +179,18 @@ export class Balancer {
   private async stopSources(): Promise<void> {
     await Promise.allSettled(this.sources.map((s) => s.stop()));
   }
+}
+
+/**
+ * `auto` and `handles` run on libuv handles when this Node has them as expected
+ * (node-internals.ts), else on net.Socket, said once, here.
+ */
+function resolveDataPath(wanted: "auto" | "handles" | "sockets", log: Logger): DataPath {
+  if (wanted === "sockets") return "sockets";
+  const bindings = loadHandleBindings();
+  if (typeof bindings !== "string") return "handles";
+  log.warn({ data_path: wanted, reason: bindings }, "libuv handles unavailable on this Node: the data path runs on net.Socket");
+  return "sockets";
 }
 
 export function formatAddress(a: AddressInfo): string {

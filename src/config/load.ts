@@ -96,7 +96,7 @@ function describeValue(value: unknown): string {
 }
 
 const KNOWN_KEYS = [
-  "listen", "algorithm", "retries", "max_connections", "workers", "timeouts", "connect", "idle", "shutdown",
+  "listen", "algorithm", "retries", "max_connections", "workers", "data_path", "timeouts", "connect", "idle", "shutdown",
   "health_check", "type", "interval", "timeout", "rise", "fall", "http", "path", "expect_status", "host",
   "api", "token", "allow_unauthenticated", "state_file", "access_log", "enabled", "log", "level", "format", "discovery", "backends",
   "address", "weight", "docker", "label", "network", "kubernetes", "namespace", "service", "port",

@@ -83,6 +83,7 @@ const rawConfig = z.strictObject({
       error: 'must be a number of threads (1-256) or "auto"',
     })
     .default(1),
+  data_path: z.enum(["auto", "handles", "sockets"], { error: "must be auto, handles or sockets" }).default("auto"),
   timeouts: z
     .strictObject({
       connect: positiveDuration().default(3000),
@@ -175,6 +176,8 @@ export interface Config {
   retries: number;
   maxConnections: number;
   workers: number | "auto";
+  /** How the data path talks to sockets: bare libuv handles, net.Socket, or handles when available. */
+  dataPath: "auto" | "handles" | "sockets";
   timeouts: { connectMs: number; idleMs: number; shutdownMs: number };
   healthCheck: {
     type: "tcp" | "http";
@@ -204,6 +207,7 @@ export const configSchema = rawConfig.transform(
     retries: c.retries,
     maxConnections: c.max_connections,
     workers: c.workers,
+    dataPath: c.data_path,
     timeouts: { connectMs: c.timeouts.connect, idleMs: c.timeouts.idle, shutdownMs: c.timeouts.shutdown },
     healthCheck: {
       type: c.health_check.type,

@@ -1,7 +1,6 @@
-import net from "node:net";
 import type { BackendView } from "../pool/pool.ts";
-import { Relay } from "./relay.ts";
-import { socketErrorReason } from "./socket-errors.ts";
+import type { Relay } from "./relay.ts";
+import type { Side } from "./side.ts";
 import {
   BACKEND_FIN,
   BACKEND_RST,
@@ -26,6 +25,11 @@ export interface ConnectionHost {
   acquire(conn: Connection): BackendView | undefined;
   /** Gives back the count acquire() took, with the bytes the connection moved. */
   release(view: BackendView, bytesIn: number, bytesOut: number): void;
+  /**
+   * Starts connecting to `view`; the side reads through `relay` and reports to `conn`'s
+   * backend event methods (socket-path.ts, handle-side.ts).
+   */
+  connect(conn: Connection, view: BackendView, relay: Relay): Side;
   /** A dial started: its connect deadline runs until dialEnded. */
   dialStarted(conn: Connection): void;
   dialEnded(conn: Connection): void;
@@ -46,32 +50,34 @@ export const HALF_CLOSED = 2;
 export const CLOSED = 3;
 type Phase = typeof DIALLING | typeof CONNECTED | typeof HALF_CLOSED | typeof CLOSED;
 
-/** Sockets of a connection not yet closed, as bits. */
+/** Sides of a connection not yet closed, as bits. */
 const CLIENT_OPEN = 1;
 const BACKEND_OPEN = 2;
 
-// The connection an event belongs to hangs off its sockets under this symbol, so the
-// event handlers at the bottom are shared functions rather than closures per connection.
-const CONN = Symbol("gobalancer.connection");
-type ProxiedSocket = net.Socket & { [CONN]: Connection };
+/** The connect timeout, as a dial failure. */
+const TIMED_OUT = "ETIMEDOUT";
 
 /**
  * One client connection and, once dialled, its backend connection, from accept to close:
  *
  *   start → dial (retry on failure) → connected → half-closed → close(cause)
  *
- * Every way it can end goes through close(cause), once: it tears both sockets down as
+ * Every way it can end goes through close(cause), once: it tears both sides down as
  * the cause requires (a reset is passed on as a reset), gives the backend's count back,
  * ends the dial deadline and hands the connection to the host's finished(). Whatever
- * arrives afterwards from either socket finds the phase CLOSED and is ignored.
+ * arrives afterwards from either side finds the phase CLOSED and is ignored.
+ *
+ * The sides (side.ts) report through the event methods below; an event from a backend
+ * side that is not the current attempt's (one abandoned after a failed dial) is dropped.
  */
 export class Connection {
   phase: Phase = DIALLING;
   /** Why it ended (termination.ts); OPEN until close. */
   cause: Termination = OPEN;
-  readonly client: ProxiedSocket;
-  /** The socket of the current attempt; null between a failed attempt and the next. */
-  private backend: ProxiedSocket | null = null;
+  /** Set by the accept path right after construction (the side may need the connection first). */
+  client!: Side;
+  /** The side of the current attempt; null between a failed attempt and the next. */
+  private backend: Side | null = null;
   /** Backend of the current (or last) attempt. */
   view: BackendView | null = null;
   /** `view`'s active count is held by this connection and not yet given back. */
@@ -79,11 +85,10 @@ export class Connection {
   /** Client to backend; holds what the client sends while the dial is under way. */
   readonly upstream: Relay;
   /** Backend to client. */
-  readonly downstream = new Relay();
-  /** The client reads through `upstream.onread` (else through 'data' events). */
-  private readonly clientReadsInto: boolean;
-  /** The client IP the picker hashes ("" unless the algorithm needs it). */
+  readonly downstream: Relay;
+  /** The client's address, for the picker (ip_hash) and the access log; else unset. */
   clientIp = "";
+  clientPort = 0;
   /** Failed dials so far; the retry budget is the host's `retries`. */
   attempt = 0;
   /** Picks made so far; passed to the picker so each can differ (ip_hash alternatives). */
@@ -94,7 +99,7 @@ export class Connection {
   /** The side whose FIN came first; the cause of a connection that ends normally. */
   private firstFin: Termination = OPEN;
   private lastDialFailure: Termination = OPEN;
-  private clientEnded = false;
+  private clientFinished = false;
   private open = CLIENT_OPEN;
   readonly acceptedAt: number;
   connectedAt = 0;
@@ -109,16 +114,11 @@ export class Connection {
   dialListed = false;
   private readonly host: ConnectionHost;
 
-  /**
-   * `client` is paused. It reads through `upstream` when given one (relay.ts), else
-   * through 'data' events (the stream path).
-   */
-  constructor(host: ConnectionHost, client: net.Socket, upstream: Relay | null) {
+  /** The client side (paused) reads through `upstream`; `downstream` will feed it. */
+  constructor(host: ConnectionHost, upstream: Relay, downstream: Relay) {
     this.host = host;
-    this.client = client as ProxiedSocket;
-    this.client[CONN] = this;
-    this.clientReadsInto = upstream !== null;
-    this.upstream = upstream ?? new Relay();
+    this.upstream = upstream;
+    this.downstream = downstream;
     this.acceptedAt = host.now();
   }
 
@@ -127,15 +127,9 @@ export class Connection {
    * leaves during the dial is seen at once. Its bytes wait in `upstream`.
    */
   start(): void {
-    const client = this.client;
-    this.downstream.attach(client);
-    client.on("error", onClientError);
-    client.on("close", onClientClose);
-    client.on("end", onClientEnd);
-    client.on("drain", onClientDrain);
-    if (!this.clientReadsInto) client.on("data", onClientData);
+    this.downstream.attach(this.client);
     this.dial();
-    if (this.phase === DIALLING) client.resume();
+    if (this.phase === DIALLING) this.client.resume();
   }
 
   // ---- dial --------------------------------------------------------------------------
@@ -151,32 +145,20 @@ export class Connection {
     this.counted = true;
     if (this.triedFirst === -1) this.triedFirst = view.slot;
     else (this.triedMore ??= []).push(view.slot);
-    const backend = net.connect({
-      host: view.host,
-      port: view.port,
-      allowHalfOpen: true,
-      noDelay: true,
-      onread: this.downstream.readOptions(),
-    }) as ProxiedSocket;
-    backend[CONN] = this;
-    this.backend = backend;
+    this.backend = this.host.connect(this, view, this.downstream);
     this.host.dialStarted(this);
-    backend.on("connect", onBackendConnect);
-    backend.on("error", onBackendError);
-    backend.on("close", onBackendClose);
-    backend.on("end", onBackendEnd);
-    backend.on("drain", onBackendDrain);
   }
 
   /** The backend accepted: pass on what the client sent so far (and its FIN), then pipe. */
-  connected(): void {
+  backendConnected(side: Side): void {
+    if (side !== this.backend || this.phase !== DIALLING) return;
     this.host.dialEnded(this);
     this.phase = CONNECTED;
     this.connectedAt = this.host.now();
     this.open |= BACKEND_OPEN;
     const backend = this.backend!;
     const more = this.upstream.attach(backend);
-    if (this.clientEnded) {
+    if (this.clientFinished) {
       this.phase = HALF_CLOSED;
       finishWriting(backend);
     } else if (more) {
@@ -188,7 +170,7 @@ export class Connection {
    * The current attempt failed before connecting (error or deadline). The backend is
    * charged with it, and the next untried backend dialled while retries remain.
    */
-  dialFailed(code: string | undefined, reason: string): void {
+  private dialFailed(code: string | undefined, reason: string): void {
     const view = this.view!;
     const backend = this.backend!;
     this.backend = null; // its remaining events are ignored
@@ -212,23 +194,55 @@ export class Connection {
 
   /** The host's connect deadline passed for the current attempt. */
   dialTimedOut(): void {
-    this.dialFailed("ETIMEDOUT", socketErrorReason({ code: "ETIMEDOUT" } as NodeJS.ErrnoException));
+    this.dialFailed(TIMED_OUT, "connect timeout");
   }
 
-  // ---- pipe: FINs, resets and closes from either side ---------------------------------
+  // ---- events from the client side ------------------------------------------------------
 
-  clientFin(): void {
-    this.clientEnded = true;
+  /** The client's FIN: passed on (once the backend is there); the other way flows on. */
+  clientEnded(): void {
+    if (this.phase === CLOSED) return;
+    this.clientFinished = true;
     if (this.firstFin === OPEN) this.firstFin = CLIENT_FIN;
-    if (this.phase === DIALLING) return; // passed on once the backend is there
+    if (this.phase === DIALLING) return;
     this.phase = HALF_CLOSED;
     finishWriting(this.backend!);
   }
 
-  backendFin(): void {
+  /** The client reset the connection, or a read or write on it failed. */
+  clientFailed(): void {
+    this.close(this.phase === DIALLING ? CLIENT_GONE : CLIENT_RST);
+  }
+
+  clientClosed(): void {
+    if (this.phase === CLOSED) return;
+    // A client closes by itself only once both of its directions are done, which needs
+    // the backend's FIN: during a dial that cannot happen, so it left.
+    if (this.phase === DIALLING) this.close(CLIENT_GONE);
+    else this.sideClosed(CLIENT_OPEN);
+  }
+
+  // ---- events from the backend side -------------------------------------------------------
+
+  backendEnded(side: Side): void {
+    if (side !== this.backend || this.phase === CLOSED) return;
     if (this.firstFin === OPEN) this.firstFin = BACKEND_FIN;
     this.phase = HALF_CLOSED;
     finishWriting(this.client);
+  }
+
+  /** An error on the backend side: a failed dial, or a reset once connected. */
+  backendFailed(side: Side, code: string | undefined, reason: string): void {
+    if (side !== this.backend || this.phase === CLOSED) return;
+    if (this.phase === DIALLING) this.dialFailed(code, reason);
+    else this.close(BACKEND_RST);
+  }
+
+  backendClosed(side: Side): void {
+    if (side !== this.backend || this.phase === CLOSED) return;
+    // Closed without an error while connecting: nothing was dialled; count it as a failure.
+    if (this.phase === DIALLING) this.dialFailed("ECONNRESET", "connection closed during connect");
+    else this.sideClosed(BACKEND_OPEN);
   }
 
   /** The client took everything written to it: the backend may be read again. */
@@ -238,13 +252,14 @@ export class Connection {
   }
 
   /** The backend took everything written to it: the client may be read again. */
-  backendDrained(): void {
+  backendDrained(side: Side): void {
+    if (side !== this.backend) return;
     this.upstream.drained();
     if (this.phase !== CLOSED) this.client.resume();
   }
 
-  /** A socket closed cleanly (both of its directions done); the last one ends the connection. */
-  socketClosed(bit: number): void {
+  /** A side closed cleanly (both of its directions done); the last one ends the connection. */
+  private sideClosed(bit: number): void {
     this.open &= ~bit;
     if (this.open === 0) this.close(this.firstFin === OPEN ? (bit === CLIENT_OPEN ? CLIENT_FIN : BACKEND_FIN) : this.firstFin);
   }
@@ -302,70 +317,6 @@ export class Connection {
     this.host.release(this.view!, bytesIn, bytesOut);
   }
 
-  /** The current attempt's socket, for the event handlers: others are stale. */
-  isCurrent(socket: net.Socket): boolean {
-    return socket === this.backend && this.phase !== CLOSED;
-  }
-}
-
-// ---- event handlers (shared by all connections; `this` is the socket) ----------------
-
-function onClientError(this: ProxiedSocket): void {
-  const conn = this[CONN];
-  conn.close(conn.phase === DIALLING ? CLIENT_GONE : CLIENT_RST);
-}
-
-function onClientClose(this: ProxiedSocket): void {
-  const conn = this[CONN];
-  if (conn.phase === CLOSED) return;
-  // A client closes by itself only once both of its directions are done, which needs
-  // the backend's FIN: during a dial that cannot happen, so it left.
-  if (conn.phase === DIALLING) conn.close(CLIENT_GONE);
-  else conn.socketClosed(CLIENT_OPEN);
-}
-
-function onClientEnd(this: ProxiedSocket): void {
-  const conn = this[CONN];
-  if (conn.phase !== CLOSED) conn.clientFin();
-}
-
-function onClientDrain(this: ProxiedSocket): void {
-  this[CONN].clientDrained();
-}
-
-/** The client's bytes when accepts could not be intercepted (relay.ts): the stream path. */
-function onClientData(this: ProxiedSocket, chunk: Buffer): void {
-  if (!this[CONN].upstream.forwardChunk(chunk)) this.pause();
-}
-
-function onBackendConnect(this: ProxiedSocket): void {
-  const conn = this[CONN];
-  if (conn.isCurrent(this)) conn.connected();
-}
-
-function onBackendError(this: ProxiedSocket, err: NodeJS.ErrnoException): void {
-  const conn = this[CONN];
-  if (!conn.isCurrent(this)) return; // an abandoned attempt, or the connection is over
-  if (conn.phase === DIALLING) conn.dialFailed(err.code, socketErrorReason(err));
-  else conn.close(BACKEND_RST);
-}
-
-function onBackendClose(this: ProxiedSocket): void {
-  const conn = this[CONN];
-  if (!conn.isCurrent(this)) return;
-  // Closed without an error while connecting: nothing was dialled; count it as a failure.
-  if (conn.phase === DIALLING) conn.dialFailed("ECONNRESET", "connection closed during connect");
-  else conn.socketClosed(BACKEND_OPEN);
-}
-
-function onBackendEnd(this: ProxiedSocket): void {
-  const conn = this[CONN];
-  if (conn.isCurrent(this)) conn.backendFin();
-}
-
-function onBackendDrain(this: ProxiedSocket): void {
-  const conn = this[CONN];
-  if (conn.isCurrent(this)) conn.backendDrained();
 }
 
 /**
@@ -374,7 +325,7 @@ function onBackendDrain(this: ProxiedSocket): void {
  * the shutdown(2) and the second close step (a request/response connection ends this
  * way, so this saves a syscall per connection). Otherwise shut down its write side only.
  */
-function finishWriting(socket: net.Socket): void {
+function finishWriting(socket: Side): void {
   if (socket.readableEnded && socket.writableLength === 0) socket.destroy();
   else socket.end();
 }

@@ -9,7 +9,10 @@ import { GLOBAL_ACTIVE, GLOBAL_RR_TICKET, type CounterView } from "../pool/count
 import type { BackendView, Snapshot } from "../pool/pool.ts";
 import { Connection, DIALLING, type ConnectionHost } from "./connection.ts";
 import { DialDeadlines } from "./dial-deadlines.ts";
-import { interceptAccepts, Relay, socketForHandle, type AcceptedHandle } from "./relay.ts";
+import { handlePath } from "./handle-side.ts";
+import { acceptedTcp, interceptAccepts, loadHandleBindings, socketForHandle, type AcceptedHandle } from "./node-internals.ts";
+import { Relay } from "./relay.ts";
+import { socketPath } from "./socket-path.ts";
 import { DESCRIPTORS, IDLE_TIMEOUT, LIMIT, NO_BACKEND, SHUTDOWN, TERMINATIONS, type Termination } from "./termination.ts";
 
 export interface DataPlaneOptions {
@@ -22,6 +25,11 @@ export interface DataPlaneOptions {
   /** Ceiling from the file-descriptor limit (see descriptors.ts); Infinity for none. */
   descriptorCap: number;
   connectTimeoutMs: number;
+  /**
+   * "handles": both sides of a connection on bare libuv handles (handle-side.ts);
+   * "sockets": on net.Socket (socket-path.ts). Resolved from `data_path` at start.
+   */
+  dataPath: DataPath;
   /** 0 = no idle timeout. */
   idleTimeoutMs: number;
   counters: CounterView;
@@ -36,6 +44,8 @@ export interface DataPlaneOptions {
   /** Passive health: a dial to `backend` failed for `reason`. */
   onDialFailure?: (backend: BackendView, reason: string) => void;
 }
+
+export type DataPath = "handles" | "sockets";
 
 /** Picks a retry may make while looking for a backend not tried yet. */
 const MAX_RETRY_PICKS = 16;
@@ -96,9 +106,16 @@ export class DataPlane {
     };
     this.picker = createPicker(opts.algorithm, [], this.pickerContext);
     this.deadlines = new DialDeadlines(opts.connectTimeoutMs);
+    if (opts.dataPath === "handles") {
+      const bindings = loadHandleBindings();
+      // The caller chose "handles" after the same check on the main thread.
+      if (typeof bindings === "string") throw new Error(`data path on libuv handles unavailable: ${bindings}`);
+      handlePath.use(bindings);
+    }
     this.host = {
       retries: opts.retries,
       acquire: (conn) => this.acquire(conn),
+      connect: opts.dataPath === "handles" ? handlePath.connect : socketPath.connect,
       release: (view, bytesIn, bytesOut) => this.release(view, bytesIn, bytesOut),
       dialStarted: (conn) => this.deadlines.add(conn),
       dialEnded: (conn) => this.deadlines.remove(conn),
@@ -109,7 +126,7 @@ export class DataPlane {
     // pauseOnConnect: nothing is read from a client until its connection starts.
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
     // The stream path, used only if accepts cannot be intercepted (see listen).
-    this.server.on("connection", (socket) => this.accept(socket, null));
+    this.server.on("connection", (socket) => this.acceptSocket(socket, new Relay(), true));
     this.server.on("error", (err: NodeJS.ErrnoException) => this.onServerError(err));
     if (opts.idleTimeoutMs > 0) {
       this.idleSweeper = setInterval(() => this.sweepIdle(), Math.max(1, Math.floor(opts.idleTimeoutMs / IDLE_SWEEPS)));
@@ -178,19 +195,40 @@ export class DataPlane {
 
   // ---- accept ---------------------------------------------------------------------
 
-  /** An accepted connection whose client socket reads through its relay (relay.ts). */
+  /** An accepted connection's bare handle (node-internals.ts). */
   private acceptHandle(handle: AcceptedHandle): void {
-    // The connection's upstream relay is made first: its socket reads through it.
     const upstream = new Relay();
+    if (this.opts.dataPath === "handles") {
+      const conn = new Connection(this.host, upstream, new Relay());
+      const client = handlePath.adoptClient(acceptedTcp(handle), conn, upstream);
+      conn.client = client;
+      if (this.needsClientIp || this.accessLog !== null) {
+        const peer = client.peer();
+        conn.clientIp = normaliseIp(peer.address ?? "");
+        conn.clientPort = peer.port ?? 0;
+      }
+      this.admit(conn);
+      return;
+    }
+    // The socket reads through the connection's upstream relay, made first.
     const client = socketForHandle(handle, upstream.readOptions());
     client.setNoDelay(true);
-    this.accept(client, upstream);
+    this.acceptSocket(client, upstream, false);
   }
 
-  /** `upstream` is the relay the client reads through; null on the stream path. */
-  private accept(client: net.Socket, upstream: Relay | null): void {
-    const conn = new Connection(this.host, client, upstream);
-    if (this.needsClientIp || this.accessLog !== null) conn.clientIp = normaliseIp(client.remoteAddress ?? "");
+  private acceptSocket(client: net.Socket, upstream: Relay, streamPath: boolean): void {
+    const conn = new Connection(this.host, upstream, new Relay());
+    conn.client = client;
+    socketPath.adoptClient(client, conn, streamPath);
+    if (this.needsClientIp || this.accessLog !== null) {
+      conn.clientIp = normaliseIp(client.remoteAddress ?? "");
+      conn.clientPort = client.remotePort ?? 0;
+    }
+    this.admit(conn);
+  }
+
+  /** Counts a new connection in, refuses it past the cap, else starts it. */
+  private admit(conn: Connection): void {
     this.counters.accepted();
     this.link(conn);
     // Atomics.add returns the count before this connection: refusing at or past the cap.
@@ -258,9 +296,8 @@ export class DataPlane {
 
   private logAccess(log: AccessLog, conn: Connection): void {
     const now = performance.now();
-    const client = conn.client;
     log.write({
-      client: formatClient(conn.clientIp, client.remotePort),
+      client: formatClient(conn.clientIp, conn.clientPort),
       backend: conn.view?.key ?? "",
       bytes_in: conn.bytesIn,
       bytes_out: conn.bytesOut,
@@ -323,8 +360,8 @@ function normaliseIp(ip: string): string {
   return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
 }
 
-function formatClient(ip: string, port: number | undefined): string {
-  return ip.includes(":") ? `[${ip}]:${port ?? 0}` : `${ip}:${port ?? 0}`;
+function formatClient(ip: string, port: number): string {
+  return ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
 
 /** Milliseconds to a tenth. */

@@ -3,7 +3,8 @@ import { createHash, randomBytes } from "node:crypto";
 import net from "node:net";
 import { once } from "node:events";
 import { describe, it } from "node:test";
-import { interceptAccepts, Relay, socketForHandle, type AcceptedHandle } from "./relay.ts";
+import { interceptAccepts, socketForHandle, type AcceptedHandle } from "./node-internals.ts";
+import { Relay } from "./relay.ts";
 
 /** A server on 127.0.0.1 whose first accepted socket is returned (paused, as in the data plane). */
 async function acceptOne(): Promise<{ port: number; accepted: Promise<net.Socket>; server: net.Server }> {

@@ -1,5 +1,5 @@
-import net from "node:net";
-import util from "node:util";
+import type net from "node:net";
+import type { Side } from "./side.ts";
 
 /**
  * Moving bytes from one socket to another without an allocation per read.
@@ -28,6 +28,11 @@ const MAX_FREE_CHUNKS = 64;
 const readBuffer = Buffer.allocUnsafeSlow(CHUNK_BYTES);
 const freeChunks: Buffer[] = [];
 
+/** The buffer every read on this thread lands in (libuv handles read into it directly). */
+export function sharedReadBuffer(): Buffer {
+  return readBuffer;
+}
+
 /** A chunk no write refers to any more goes back to the free list (while it has room). */
 function release(chunk: Buffer): void {
   if (freeChunks.length < MAX_FREE_CHUNKS) freeChunks.push(chunk);
@@ -54,7 +59,7 @@ const HOLD_BYTES = 64 * 1024;
  * Until `attach` gives it a destination, what it reads is held (see HOLD_BYTES).
  */
 export class Relay {
-  private dst: net.Socket | null = null;
+  private dst: Side | null = null;
   /** Chunks written to dst whose writes have not completed yet. */
   private held: Buffer[] | null = null;
   /** Bytes read before dst was attached, in order. */
@@ -74,7 +79,7 @@ export class Relay {
    * From now on bytes go to `dst`, those held so far first. False when dst's buffer is
    * full: the source stays paused until dst drains.
    */
-  attach(dst: net.Socket): boolean {
+  attach(dst: Side): boolean {
     this.dst = dst;
     const pending = this.pending;
     if (pending === null) return true;
@@ -127,45 +132,4 @@ export class Relay {
     this.pendingBytes += bytes.length;
     return this.pendingBytes < HOLD_BYTES;
   }
-}
-
-/** The handle of a connection a listening socket accepted, not yet wrapped in a net.Socket. */
-export type AcceptedHandle = { readonly __accepted: unique symbol };
-
-interface ListeningHandle {
-  onconnection?: unknown;
-}
-
-/**
- * Has a listening `server` pass each accepted connection to `onAccept` as a bare handle,
- * so that it can be wrapped in a socket that reads through `onread` (socketForHandle).
- *
- * net.Server has no `onread` option (net.Socket and net.connect do), and building its
- * usual socket first and moving the handle over would cost a third socket per
- * connection. So this takes the place of the server's own accept callback on its
- * listening handle. Node sets `_handle.onconnection` to that callback and builds accepted
- * sockets from `{ handle }` itself, but neither is documented: when the listening handle
- * is not what this expects, nothing is changed and false is returned, and the caller
- * stays on the 'connection' event and the stream path. Accept errors (EMFILE and the
- * like) are emitted on the server as before.
- */
-export function interceptAccepts(server: net.Server, onAccept: (handle: AcceptedHandle) => void): boolean {
-  const listening = (server as unknown as { _handle: ListeningHandle | null })._handle;
-  if (listening === null || typeof listening !== "object" || typeof listening.onconnection !== "function") return false;
-  listening.onconnection = (status: number, handle: AcceptedHandle) => {
-    if (status < 0) server.emit("error", acceptError(status));
-    else onAccept(handle);
-  };
-  return true;
-}
-
-/** A socket for an accepted connection that reads through `onread`, paused until resumed. */
-export function socketForHandle(handle: AcceptedHandle, onread: net.OnReadOpts): net.Socket {
-  const options = { handle, allowHalfOpen: true, pauseOnCreate: true, onread };
-  return new net.Socket(options as unknown as net.SocketConstructorOpts);
-}
-
-function acceptError(status: number): NodeJS.ErrnoException {
-  const code = util.getSystemErrorName(status);
-  return Object.assign(new Error(`accept ${code}`), { errno: status, code, syscall: "accept" });
 }
