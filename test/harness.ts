@@ -115,8 +115,15 @@ export interface StartOptions {
 }
 
 /**
+ * The data path the end-to-end suites run on: `make test` runs them once on each
+ * (GOBALANCER_TEST_DATA_PATH=handles, then sockets); unset, the default (auto) applies.
+ */
+export const TEST_DATA_PATH = process.env.GOBALANCER_TEST_DATA_PATH;
+
+/**
  * Starts gobalancer with `config` (an object written as YAML, or YAML text). Defaults
- * make it test-friendly: listen and API on 127.0.0.1 port 0, state file in a temp dir.
+ * make it test-friendly: listen and API on 127.0.0.1 port 0, state file in a temp dir,
+ * the data path of this run (TEST_DATA_PATH) unless the config names one.
  */
 export async function startBalancer(config: Record<string, unknown> | string, opts: StartOptions = {}): Promise<BalancerProcess> {
   const dir = opts.dir ?? tempDir();
@@ -127,6 +134,7 @@ export async function startBalancer(config: Record<string, unknown> | string, op
     const full: Record<string, unknown> = {
       listen: "127.0.0.1:0",
       state_file: path.join(dir, "state.json"),
+      ...(TEST_DATA_PATH ? { data_path: TEST_DATA_PATH } : {}),
       ...config,
       api: { listen: "127.0.0.1:0", ...(config.api as object | undefined) },
     };
