@@ -18,9 +18,16 @@ run: build
 	echo "GoBalancer on :8080 (API on 127.0.0.1:8081). Try: curl localhost:8080   Stop: Ctrl-C"; \
 	node dist/cli.js --config $${CONFIG:-config/config.yaml}
 
-## test: type-check, build, and run every unit and end-to-end test
+# End-to-end suites that start gobalancer: run once per data path (data-path.test.ts
+# chooses its own).
+DATA_PATH_SUITES = $(filter-out test/data-path.test.ts,$(shell grep -l startBalancer test/*.test.ts))
+NODE_TEST := node --test --test-concurrency=2 --test-timeout=120000
+
+## test: type-check, build, and run every unit and end-to-end test, the end-to-end
+## suites on both data paths (libuv handles, then net.Socket)
 test: build typecheck
-	node --test --test-concurrency=2 --test-timeout=120000 'src/**/*.test.ts' 'test/**/*.test.ts'
+	GOBALANCER_TEST_DATA_PATH=handles $(NODE_TEST) 'src/**/*.test.ts' 'test/**/*.test.ts'
+	GOBALANCER_TEST_DATA_PATH=sockets $(NODE_TEST) $(DATA_PATH_SUITES)
 
 ## build: compile TypeScript to dist/
 build: dist/.built

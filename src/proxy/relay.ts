@@ -55,7 +55,7 @@ const HOLD_BYTES = 64 * 1024;
 
 /**
  * One direction of a proxied connection: what its source socket reads goes to `dst`.
- * `onread` is the source's `onread.callback`; `drained` is called on dst's 'drain'.
+ * The source's reads arrive in forward(); `drained` is called on dst's 'drain'.
  * Until `attach` gives it a destination, what it reads is held (see HOLD_BYTES).
  */
 export class Relay {
@@ -68,11 +68,13 @@ export class Relay {
   /** Set on every read; the data plane's idle sweep clears it. */
   active = false;
 
-  readonly onread: ReadCallback = (n) => this.forward(n);
-
-  /** The `onread` option for the source socket. */
+  /**
+   * The `onread` option for a net.Socket source (the socket path). A libuv handle
+   * source calls forward() itself and needs neither this object nor its closure.
+   */
   readOptions(): net.OnReadOpts {
-    return { buffer: readBuffer, callback: this.onread };
+    const callback: ReadCallback = (n) => this.forward(n);
+    return { buffer: readBuffer, callback };
   }
 
   /**
