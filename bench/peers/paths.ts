@@ -28,6 +28,8 @@ export const PATHS: readonly PathInfo[] = [
   { id: "direct", label: "direct to backend", role: "ceiling" },
   { id: "gobalancer-auto", label: "GoBalancer workers: auto", role: "gobalancer" },
   { id: "gobalancer-1", label: "GoBalancer workers: 1", role: "gobalancer" },
+  // The net.Socket data path (data_path: sockets), for comparison with the default.
+  { id: "gobalancer-sockets", label: "GoBalancer workers: 1, data_path: sockets", role: "gobalancer" },
   { id: "haproxy", label: "HAProxy", role: "peer" },
   { id: "nginx", label: "nginx stream", role: "peer" },
 ];
@@ -52,11 +54,18 @@ export interface RunningPath {
   startFresh?: (name: string) => Promise<{ port: number; process: Started }>;
 }
 
-export function goBalancerConfig(o: { listenPort: number; backends: readonly number[]; workers: "auto" | number; stateFile: string }): string {
+export function goBalancerConfig(o: {
+  listenPort: number;
+  backends: readonly number[];
+  workers: "auto" | number;
+  dataPath?: "sockets";
+  stateFile: string;
+}): string {
   // Defaults for everything else: the point is to measure what users get.
   return [
     `listen: "127.0.0.1:${o.listenPort}"`,
     `workers: ${o.workers}`,
+    ...(o.dataPath ? [`data_path: ${o.dataPath}`] : []),
     "api:",
     '  listen: "127.0.0.1:0"',
     `state_file: ${JSON.stringify(o.stateFile)}`,
@@ -205,11 +214,13 @@ function instanceStarter(info: PathInfo, tools: { node: string; haproxy: string;
   switch (info.id) {
     case "gobalancer-auto":
     case "gobalancer-1":
+    case "gobalancer-sockets":
       return (sup, name, listenPort, backends) => {
         const dir = instanceDir(sup, name);
         const config = path.join(dir, "config.yaml");
         const workers = info.id === "gobalancer-auto" ? "auto" : 1;
-        writeFileSync(config, goBalancerConfig({ listenPort, backends, workers, stateFile: path.join(dir, "state.json") }));
+        const dataPath = info.id === "gobalancer-sockets" ? "sockets" : undefined;
+        writeFileSync(config, goBalancerConfig({ listenPort, backends, workers, dataPath, stateFile: path.join(dir, "state.json") }));
         return sup.start(name, tools.node, [path.join(REPO, "dist", "cli.js"), "--config", config], { nofile: NOFILE });
       };
     case "haproxy":
