@@ -75,8 +75,10 @@ describe("peer benchmark report", () => {
     const s = samples();
     [12, 10, 11].forEach((v) => record(s, "gb", "keepAliveCpuUs", v));
     [90, 80].forEach((v) => record(s, "ha", "closeCpuUs", v));
+    [20, 16].forEach((v) => record(s, "ha", "closeUserUs", v));
+    [70, 64].forEach((v) => record(s, "ha", "closeSystemUs", v));
     const table = cpuTable(s, PATHS).split("\n");
-    assert.deepEqual(table.slice(2), ["| GoBalancer | 11 | — |", "| HAProxy | — | 85 |", "| nginx | — | — |"]);
+    assert.deepEqual(table.slice(2), ["| GoBalancer | 11 | — | — | — |", "| HAProxy | — | — | 85 | 18 / 67 |", "| nginx | — | — | — | — |"]);
   });
 
   it("reads the CPU time of a process tree from /proc", () => {

@@ -208,18 +208,26 @@ const USER_HZ = 100;
 
 /** CPU time (user + system, all threads) a process tree has used so far, in ms. */
 export function treeCpuMs(root: number): number {
-  let ticks = 0;
+  const { userMs, systemMs } = treeCpu(root);
+  return userMs + systemMs;
+}
+
+/** User and system CPU time of a process tree so far, in milliseconds. */
+export function treeCpu(root: number): { userMs: number; systemMs: number } {
+  let user = 0;
+  let system = 0;
   for (const pid of processTree(root)) {
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
       // utime and stime are fields 14 and 15 of stat(5); these fields start at field 3.
-      ticks += Number(fields[11]) + Number(fields[12]);
+      user += Number(fields[11]);
+      system += Number(fields[12]);
     } catch {
       // Exited.
     }
   }
-  return (ticks * 1000) / USER_HZ;
+  return { userMs: (user * 1000) / USER_HZ, systemMs: (system * 1000) / USER_HZ };
 }
 
 /**

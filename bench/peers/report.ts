@@ -114,13 +114,18 @@ export function latencyTable(samples: Samples, paths: readonly PathInfo[]): stri
   );
 }
 
-/** Median CPU time the balancer's processes used per request, in both wrk modes. */
+/**
+ * Median CPU time the balancer's processes used per request, in both wrk modes, with
+ * its user and system parts (medians of their own, so they need not add up exactly).
+ */
 export function cpuTable(samples: Samples, paths: readonly PathInfo[]): string {
   const withCpu = paths.filter((p) => p.role !== "ceiling");
   const cell = (id: string, key: string) => formatValue(medianOf(samples, id, key), 0);
+  const split = (id: string, mode: string) =>
+    medianOf(samples, id, `${mode}UserUs`) === undefined ? "—" : `${cell(id, `${mode}UserUs`)} / ${cell(id, `${mode}SystemUs`)}`;
   return markdownTable(
-    ["path", "keep-alive CPU µs per request", "new-conn CPU µs per request"],
-    withCpu.map((p) => [p.label, cell(p.id, "keepAliveCpuUs"), cell(p.id, "closeCpuUs")]),
+    ["path", "keep-alive CPU µs per request", "user / system", "new-conn CPU µs per request", "user / system"],
+    withCpu.map((p) => [p.label, cell(p.id, "keepAliveCpuUs"), split(p.id, "keepAlive"), cell(p.id, "closeCpuUs"), split(p.id, "close")]),
   );
 }
 

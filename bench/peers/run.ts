@@ -10,7 +10,7 @@ import path from "node:path";
 import { measureIdle, runIperf, runWrk, type LoadOptions } from "./load.ts";
 import { ensureTools, machineFacts } from "./machine.ts";
 import { MAX_IDLE, NOFILE, PATHS, REPO, startBackends, startPath, type RunningPath } from "./paths.ts";
-import { Supervisor, treeCpuMs } from "./processes.ts";
+import { Supervisor, treeCpu } from "./processes.ts";
 import { PEER_HEADING, peerSection, record, replaceSection, resultTable, latencyTable, cpuTable, type Samples } from "./report.ts";
 
 interface Options {
@@ -134,9 +134,9 @@ async function main(): Promise<number> {
         const mode = close ? "close" : "keepAlive";
         for (const r of order) {
           const root = r.httpProcess?.pid;
-          const cpuBefore = root === undefined ? 0 : treeCpuMs(root);
+          const cpuBefore = root === undefined ? undefined : treeCpu(root);
           const { result, detail } = await runWrk(sup, tools.wrk, r.httpPort, load, close);
-          const cpuMs = root === undefined ? undefined : treeCpuMs(root) - cpuBefore;
+          const cpuAfter = root === undefined ? undefined : treeCpu(root);
           if (!result) {
             note(`${tag} ${r.info.id} ${close ? "new-conn" : "keep-alive"}: ${detail}`);
             continue;
@@ -145,7 +145,13 @@ async function main(): Promise<number> {
           record(samples, r.info.id, `${mode}P50Ms`, result.p50Ms);
           record(samples, r.info.id, `${mode}P90Ms`, result.p90Ms);
           record(samples, r.info.id, `${mode}P99Ms`, result.p99Ms);
-          if (cpuMs !== undefined && result.requests > 0) record(samples, r.info.id, `${mode}CpuUs`, (cpuMs * 1000) / result.requests);
+          if (cpuBefore && cpuAfter && result.requests > 0) {
+            const user = ((cpuAfter.userMs - cpuBefore.userMs) * 1000) / result.requests;
+            const system = ((cpuAfter.systemMs - cpuBefore.systemMs) * 1000) / result.requests;
+            record(samples, r.info.id, `${mode}CpuUs`, user + system);
+            record(samples, r.info.id, `${mode}UserUs`, user);
+            record(samples, r.info.id, `${mode}SystemUs`, system);
+          }
           const errors = result.errors > 0 ? `, ${result.errors} errors` : "";
           say(`  ${(close ? "new-conn" : "keep-alive").padEnd(10)} ${r.info.id.padEnd(16)} ${Math.round(result.rps)} req/s, p99 ${result.p99Ms.toFixed(2)} ms${errors}`);
           if (result.errors > result.requests * 0.001) note(`${tag} ${r.info.id} ${close ? "new-conn" : "keep-alive"}: ${result.errors} errors in ${result.requests} requests`);
