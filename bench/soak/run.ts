@@ -2,7 +2,8 @@
  * `make soak`: connection churn (churn.ts) through a real gobalancer for SOAK (default
  * 5m; "10m", "90s"), printing descriptors, RSS, active connections, event-loop delay
  * and live timers every 10 s, and failing when any of them trends up or the end state
- * is not back to the start. SOAK_WORKERS (default 1), SOAK_CONCURRENCY (default 200).
+ * is not back to the start. SOAK_WORKERS (default 1), SOAK_CONCURRENCY (default 200),
+ * SOAK_DATA_PATH (auto, handles or sockets; default auto).
  * Traffic stays on 127.0.0.1; the run ends by itself.
  */
 import { spawn } from "node:child_process";
@@ -48,6 +49,7 @@ async function main(): Promise<void> {
   const config = {
     listen: "127.0.0.1:0",
     workers,
+    data_path: process.env.SOAK_DATA_PATH ?? "auto",
     timeouts: { connect: "1s", idle: "3s", shutdown: "2s" },
     health_check: { interval: "2s", timeout: "1s" },
     state_file: path.join(dir, "state.json"),
@@ -60,7 +62,7 @@ async function main(): Promise<void> {
     env: { ...process.env, GOBALANCER_PROBE_FILE: probeFile, PROBE_INTERVAL_MS: String(SAMPLE_MS / 2) },
     stdio: ["ignore", "pipe", "inherit"],
   });
-  const started = await new Promise<{ listen: string; api: string }>((resolve, reject) => {
+  const started = await new Promise<{ listen: string; api: string; data_path: string }>((resolve, reject) => {
     let out = "";
     lb.stdout!.on("data", (d: Buffer) => {
       out += d;
@@ -89,7 +91,7 @@ async function main(): Promise<void> {
   const start = await sample();
   const samples: Sample[] = [];
   const t0 = performance.now();
-  console.log(`soak: ${Math.round(durationMs / 1000)} s, workers ${workers}, ${concurrency} concurrent clients, gobalancer pid ${pid}`);
+  console.log(`soak: ${Math.round(durationMs / 1000)} s, workers ${workers}, data path ${started.data_path}, ${concurrency} concurrent clients, gobalancer pid ${pid}`);
   console.log("   t(s)   fds   rss(MiB)   active   eld p99(ms)   timers");
   const print = (s: Sample) =>
     console.log(
