@@ -5,6 +5,7 @@ import { once } from "node:events";
 import { describe, it } from "node:test";
 import { interceptAccepts, socketForHandle, type AcceptedHandle } from "./node-internals.ts";
 import { Relay } from "./relay.ts";
+import type { Side } from "./side.ts";
 
 /** A server on 127.0.0.1 whose first accepted socket is returned (paused, as in the data plane). */
 async function acceptOne(): Promise<{ port: number; accepted: Promise<net.Socket>; server: net.Server }> {
@@ -31,7 +32,34 @@ function sha256(buf: Buffer): string {
   return createHash("sha256").update(buf).digest("hex");
 }
 
+/** A destination that takes every write at once and keeps what it got. */
+function collectingSide() {
+  const got: Buffer[] = [];
+  const side = {
+    writableLength: 0,
+    write(data: Buffer) {
+      got.push(Buffer.from(data));
+      return true;
+    },
+  };
+  return { side: side as unknown as Side, got };
+}
+
 describe("relay", () => {
+  it("holds what arrives before its destination, pauses past 64 KiB, then delivers it all in order", () => {
+    const relay = new Relay();
+    const chunks = Array.from({ length: 20 }, (_, i) => Buffer.alloc(4096, i));
+    const verdicts = chunks.map((c) => relay.forwardChunk(c));
+    // 16 chunks of 4 KiB make 64 KiB: from there on the source is asked to pause.
+    assert.deepEqual(verdicts, [...Array<boolean>(15).fill(true), ...Array<boolean>(5).fill(false)]);
+    const { side, got } = collectingSide();
+    assert.equal(relay.attach(side), true);
+    assert.equal(sha256(Buffer.concat(got)), sha256(Buffer.concat(chunks)));
+    // Attached: what comes next goes straight through.
+    assert.equal(relay.forwardChunk(Buffer.from("after")), true);
+    assert.equal(got.at(-1)!.toString(), "after");
+  });
+
   it("intercepts accepts on this Node, so clients read through onread", async () => {
     const { port, handle, server } = await interceptOne();
     const client = net.connect(port, "127.0.0.1");
