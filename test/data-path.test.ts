@@ -1,6 +1,8 @@
 // End-to-end: the data path runs on libuv handles or on net.Socket as `data_path` says,
 // and falls back to net.Socket, saying so once, when this Node's handles are not as expected.
 import assert from "node:assert/strict";
+import net from "node:net";
+import { networkInterfaces } from "node:os";
 import path from "node:path";
 import { afterEach, describe, it } from "node:test";
 import { cleanup, REPO, request, startBalancer, startEchoBackend } from "./harness.ts";
@@ -37,5 +39,33 @@ describe("data_path", () => {
         for (let i = 0; i < 4; i++) assert.equal(await request(lb.port, `ping ${i}`), `ping ${i}`);
       });
     }
+  }
+});
+
+/** Whether this machine has IPv6 on loopback (containers may not). */
+const hasIpv6Loopback = Object.values(networkInterfaces()).some((list) => list?.some((a) => a.address === "::1"));
+
+describe("listening", () => {
+  for (const dataPath of ["handles", "sockets"] as const) {
+    it(`":PORT" listens on every interface, IPv4 and IPv6 (${dataPath})`, async () => {
+      const echo = await startEchoBackend();
+      const lb = await startBalancer({ data_path: dataPath, listen: ":0", discovery: { backends: [{ address: echo.address }] } });
+      assert.equal(await request(lb.port, "v4", "127.0.0.1"), "v4");
+      if (hasIpv6Loopback) assert.equal(await request(lb.port, "v6", "::1"), "v6");
+    });
+
+    it(`a host name is looked up, and a taken port is named (${dataPath})`, async () => {
+      const echo = await startEchoBackend();
+      const lb = await startBalancer({ data_path: dataPath, listen: "localhost:0", discovery: { backends: [{ address: echo.address }] } });
+      const host = (lb.logs.find((l) => l.msg === "gobalancer started")!.listen as string).replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+      assert.ok(net.isIP(host), `bound to an address, not a name: ${host}`);
+      assert.equal(await request(lb.port, "named", host), "named");
+      const taken = await startBalancer(
+        { data_path: dataPath, listen: `${host.includes(":") ? `[${host}]` : host}:${lb.port}`, discovery: { backends: [] } },
+        { noWait: true },
+      );
+      assert.equal((await taken.exited).code, 1);
+      assert.match(taken.logs.find((l) => l.level >= 50)!.msg, /address already in use/);
+    });
   }
 });

@@ -10,7 +10,8 @@ import type { BackendView, Snapshot } from "../pool/pool.ts";
 import { Connection, DIALLING, type ConnectionHost } from "./connection.ts";
 import { DialDeadlines } from "./dial-deadlines.ts";
 import { handlePath } from "./handle-side.ts";
-import { acceptedTcp, interceptAccepts, loadHandleBindings, socketForHandle, type AcceptedHandle } from "./node-internals.ts";
+import { handleListener, serverListener, type Listener } from "./listener.ts";
+import { acceptedTcp, loadHandleBindings, socketForHandle, type AcceptedHandle } from "./node-internals.ts";
 import { Relay } from "./relay.ts";
 import { socketPath } from "./socket-path.ts";
 import { DESCRIPTORS, IDLE_TIMEOUT, LIMIT, NO_BACKEND, SHUTDOWN, TERMINATIONS, type Termination } from "./termination.ts";
@@ -69,7 +70,7 @@ export class DataPlane {
   private readonly opts: DataPlaneOptions;
   private readonly log: Logger;
   private readonly warn: RateLimitedLog;
-  private readonly server: net.Server;
+  private readonly listener: Listener;
   private readonly counters: CounterView;
   private readonly accessLog: AccessLog | null;
   private readonly needsClientIp: boolean;
@@ -81,7 +82,6 @@ export class DataPlane {
   /** Open connections: an intrusive list, O(1) add and remove, no allocation. */
   private head: Connection | null = null;
   private openCount = 0;
-  private accepting = false;
   private drained: (() => void) | null = null;
   private readonly idleSweeper: NodeJS.Timeout | null = null;
   private readonly deadlines: DialDeadlines;
@@ -106,12 +106,6 @@ export class DataPlane {
     };
     this.picker = createPicker(opts.algorithm, [], this.pickerContext);
     this.deadlines = new DialDeadlines(opts.connectTimeoutMs);
-    if (opts.dataPath === "handles") {
-      const bindings = loadHandleBindings();
-      // The caller chose "handles" after the same check on the main thread.
-      if (typeof bindings === "string") throw new Error(`data path on libuv handles unavailable: ${bindings}`);
-      handlePath.use(bindings);
-    }
     this.host = {
       retries: opts.retries,
       acquire: (conn) => this.acquire(conn),
@@ -123,11 +117,23 @@ export class DataPlane {
       finished: (conn) => this.finished(conn),
       now: () => performance.now(),
     };
-    // pauseOnConnect: nothing is read from a client until its connection starts.
-    this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
-    // The stream path, used only if accepts cannot be intercepted (see listen).
-    this.server.on("connection", (socket) => this.acceptSocket(socket, new Relay(), true));
-    this.server.on("error", (err: NodeJS.ErrnoException) => this.onServerError(err));
+    const sink = {
+      handle: (handle: AcceptedHandle) => this.acceptHandle(handle),
+      socket: (socket: net.Socket) => this.acceptSocket(socket, new Relay(), true),
+      // accept() failures, EMFILE/ENFILE above all, must not stop the listener: libuv
+      // keeps accepting once descriptors free up.
+      failed: (err: NodeJS.ErrnoException) => this.warn.warn(`accept:${err.code}`, { code: err.code, err: err.message }, "accept failed"),
+    };
+    const reusePort = opts.threaded === true;
+    if (opts.dataPath === "handles") {
+      const bindings = loadHandleBindings();
+      // The caller chose "handles" after the same check on the main thread.
+      if (typeof bindings === "string") throw new Error(`data path on libuv handles unavailable: ${bindings}`);
+      handlePath.use(bindings);
+      this.listener = handleListener(bindings, opts.listen, reusePort, sink);
+    } else {
+      this.listener = serverListener(opts.listen, reusePort, sink);
+    }
     if (opts.idleTimeoutMs > 0) {
       this.idleSweeper = setInterval(() => this.sweepIdle(), Math.max(1, Math.floor(opts.idleTimeoutMs / IDLE_SWEEPS)));
       this.idleSweeper.unref();
@@ -146,17 +152,7 @@ export class DataPlane {
 
   /** Starts listening; resolves with the bound address. */
   listen(): Promise<net.AddressInfo> {
-    const { host, port } = this.opts.listen;
-    return new Promise((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException) => reject(listenError(this.opts.listen, err));
-      this.server.once("error", onError);
-      this.server.listen({ host: host || undefined, port, reusePort: this.opts.threaded === true, backlog: 1024 }, () => {
-        this.server.off("error", onError);
-        this.accepting = true;
-        interceptAccepts(this.server, (handle) => this.acceptHandle(handle));
-        resolve(this.server.address() as net.AddressInfo);
-      });
-    });
+    return this.listener.listen();
   }
 
   get activeConnections(): number {
@@ -165,9 +161,7 @@ export class DataPlane {
 
   /** Stops accepting new clients; open connections carry on. */
   stopAccepting(): void {
-    if (!this.accepting) return;
-    this.accepting = false;
-    this.server.close();
+    this.listener.close();
   }
 
   /**
@@ -346,13 +340,6 @@ export class DataPlane {
       }
     }
   }
-
-  private onServerError(err: NodeJS.ErrnoException): void {
-    if (!this.accepting) return; // a listen() error; listen() reports it
-    // accept() failures, EMFILE/ENFILE above all, must not stop the server: libuv keeps
-    // accepting once descriptors free up.
-    this.warn.warn(`accept:${err.code}`, { code: err.code, err: err.message }, "accept failed");
-  }
 }
 
 /** "::ffff:10.0.0.1" and "10.0.0.1" are the same client. */
@@ -367,16 +354,4 @@ function formatClient(ip: string, port: number): string {
 /** Milliseconds to a tenth. */
 function round(ms: number): number {
   return Math.round(ms * 10) / 10;
-}
-
-function listenError(addr: HostPort, err: NodeJS.ErrnoException): Error {
-  const what =
-    err.code === "EADDRINUSE"
-      ? "address already in use"
-      : err.code === "EACCES"
-        ? "permission denied"
-        : err.code === "EADDRNOTAVAIL"
-          ? "address not available on this host"
-          : err.message;
-  return new Error(`listen ${addr.key}: ${what}`, { cause: err });
 }

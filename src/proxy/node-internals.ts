@@ -15,6 +15,9 @@
  *     `onread` (called per read, `this` = the handle), `writeBuffer(req, buffer)`,
  *     `shutdown(req)`, `close(cb)`, `reset(cb)` (close with RST), `setNoDelay`,
  *     `getpeername(out)`;
+ *   the same with `constants.SERVER` for listeners: `bind`/`bind6(ip, port, flags)`
+ *     (`constants.UV_TCP_REUSEPORT`), `listen(backlog)`, `onconnection(status, handle)`,
+ *     `getsockname(out)`;
  *   `TCPConnectWrap`, `WriteWrap`, `ShutdownWrap`: request objects whose `oncomplete`
  *     libuv calls when a connect, an asynchronous write or a shutdown is done;
  *   `streamBaseState` with `kReadBytesOrError` (a read's byte count or error) and
@@ -100,8 +103,21 @@ export interface ConnectRequest {
   oncomplete: ((this: ConnectRequest, status: number, handle: TcpHandle) => void) | null;
 }
 
+/** A listening TCP handle. */
+export interface ServerHandle {
+  onconnection: ((this: ServerHandle, status: number, handle: TcpHandle | undefined) => void) | null;
+  bind(ip: string, port: number, flags: number): number;
+  bind6(ip: string, port: number, flags: number): number;
+  listen(backlog: number): number;
+  getsockname(out: PeerName & { family?: string }): number;
+  close(onClose?: () => void): void;
+}
+
 export interface HandleBindings {
   newTcp(): TcpHandle;
+  newServer(): ServerHandle;
+  /** The bind flag that shares a port between listeners (SO_REUSEPORT). */
+  readonly REUSEPORT: number;
   newConnectRequest(): ConnectRequest;
   newWriteRequest(): WriteRequest;
   newShutdownRequest(): ShutdownRequest;
@@ -114,7 +130,7 @@ export interface HandleBindings {
 
 const TCP_METHODS = [
   "readStart", "readStop", "useUserBuffer", "writeBuffer", "shutdown", "close", "reset",
-  "connect", "connect6", "setNoDelay", "getpeername",
+  "connect", "connect6", "setNoDelay", "getpeername", "bind", "bind6", "listen", "getsockname",
 ] as const;
 
 type Binding = Record<string, unknown>;
@@ -137,14 +153,19 @@ export function loadHandleBindings(): HandleBindings | string {
   const TCPConnectWrap = tcpWrap.TCPConnectWrap as (new () => ConnectRequest) | undefined;
   const WriteWrap = streamWrap.WriteWrap as (new () => WriteRequest) | undefined;
   const ShutdownWrap = streamWrap.ShutdownWrap as (new () => ShutdownRequest) | undefined;
-  const SOCKET = (tcpWrap.constants as Record<string, unknown> | undefined)?.SOCKET;
+  const constants = tcpWrap.constants as Record<string, unknown> | undefined;
+  const SOCKET = constants?.SOCKET;
+  const SERVER = constants?.SERVER;
+  const REUSEPORT = constants?.UV_TCP_REUSEPORT;
   const state = streamWrap.streamBaseState;
   const kRead = streamWrap.kReadBytesOrError;
   const kAsync = streamWrap.kLastWriteWasAsync;
   if (typeof TCP !== "function" || typeof TCPConnectWrap !== "function" || typeof WriteWrap !== "function" || typeof ShutdownWrap !== "function") {
     return "tcp_wrap/stream_wrap lack TCP, TCPConnectWrap, WriteWrap or ShutdownWrap";
   }
-  if (typeof SOCKET !== "number") return "tcp_wrap.constants.SOCKET is missing";
+  if (typeof SOCKET !== "number" || typeof SERVER !== "number" || typeof REUSEPORT !== "number") {
+    return "tcp_wrap.constants lacks SOCKET, SERVER or UV_TCP_REUSEPORT";
+  }
   if (!(state instanceof Int32Array) || typeof kRead !== "number" || typeof kAsync !== "number" || kRead >= state.length || kAsync >= state.length) {
     return "stream_wrap.streamBaseState or its indices are not as expected";
   }
@@ -154,6 +175,8 @@ export function loadHandleBindings(): HandleBindings | string {
   if (!("onread" in TCP.prototype)) return "TCP handles have no onread";
   return {
     newTcp: () => new TCP(SOCKET),
+    newServer: () => new TCP(SERVER) as unknown as ServerHandle,
+    REUSEPORT,
     newConnectRequest: () => new TCPConnectWrap(),
     newWriteRequest: () => new WriteWrap(),
     newShutdownRequest: () => new ShutdownWrap(),
