@@ -11,7 +11,7 @@ import {
   type TcpHandle,
   type WriteRequest,
 } from "./node-internals.ts";
-import { sharedReadBuffer, type Relay } from "./relay.ts";
+import { FULL_READ, release, sharedReadBuffer, takeChunk, type Relay } from "./relay.ts";
 import type { Side } from "./side.ts";
 import { socketErrorReason } from "./socket-errors.ts";
 
@@ -24,6 +24,12 @@ import { socketErrorReason } from "./socket-errors.ts";
  * would. Events go to the connection's event methods, from shared functions (`this` is
  * the handle or the request), so nothing is allocated per read or per connection beyond
  * the side itself and its handle.
+ *
+ * Bulk transfers skip a copy: after a read that fills the thread's buffer, the side
+ * hands libuv a 64 KiB chunk of its own to read into next (the onread callback's return
+ * value), writes from that chunk directly, and goes back to the shared buffer with the
+ * first read that does not fill it. A connection holds a chunk of its own only while
+ * its reads keep filling it (or, at worst, idle after one that did).
  */
 
 /** Past this many bytes queued, write() asks the reader to pause (as net.Socket's default). */
@@ -57,6 +63,8 @@ export class HandleSide implements Side {
   private writeFinished = false;
   /** write() returned false: drained() is owed once the queue empties. */
   private needDrain = false;
+  /** The chunk libuv reads into for this side during a bulk transfer; null: the shared buffer. */
+  private own: Buffer | null = null;
 
   constructor(handle: TcpHandle, conn: Connection, isClient: boolean, relay: Relay) {
     this.handle = handle as OwnedHandle;
@@ -138,11 +146,31 @@ export class HandleSide implements Side {
 
   // ---- what libuv reports -----------------------------------------------------------
 
-  read(nread: number): void {
+  /** What libuv read; returns the buffer to read into next when that changes. */
+  read(nread: number): Buffer | undefined {
     if (nread > 0) {
       this.bytesRead += nread;
-      if (!this.relay.forward(nread)) this.pause();
-    } else if (nread === bindings.UV_EOF) {
+      const own = this.own;
+      let next: Buffer | undefined;
+      let more: boolean;
+      if (own === null) {
+        more = this.relay.forward(nread);
+        // Bytes read before the relay is attached are held, not written: no chunk then.
+        if (nread === FULL_READ && this.relay.attached) next = this.own = takeChunk();
+      } else {
+        more = this.relay.forwardChunkRead(own, nread);
+        // A chunk still being written is the relay's to recycle; else it can be read into again.
+        if (this.relay.chunkInFlight) this.own = nread === FULL_READ ? takeChunk() : null;
+        else if (nread < FULL_READ) {
+          release(own);
+          this.own = null;
+        }
+        if (this.own !== own) next = this.own ?? sharedReadBuffer();
+      }
+      if (!more) this.pause();
+      return next;
+    }
+    if (nread === bindings.UV_EOF) {
       this.reading = false;
       this.readableEnded = true;
       if (this.isClient) this.conn.clientEnded();
@@ -186,6 +214,9 @@ export class HandleSide implements Side {
   }
 
   closed(): void {
+    // libuv reads into it no more (and no write refers to it): it can serve another connection.
+    if (this.own !== null) release(this.own);
+    this.own = null;
     if (this.isClient) this.conn.clientClosed();
     else this.conn.backendClosed(this);
   }
@@ -230,8 +261,9 @@ export class HandleSide implements Side {
 
 // ---- shared callbacks (`this` is the handle or the request) ----------------------------
 
-function onRead(this: TcpHandle): void {
-  (this as OwnedHandle)[SIDE].read(bindings.readResult());
+/** Returning a buffer makes it the one libuv reads into next (Node's onread contract). */
+function onRead(this: TcpHandle): Buffer | undefined {
+  return (this as OwnedHandle)[SIDE].read(bindings.readResult());
 }
 
 function onWriteDone(this: WriteRequest, status: number): void {

@@ -78,7 +78,8 @@ export interface PeerName {
 
 /** A libuv TCP handle (tcp_wrap's TCP), as far as the data path uses it. */
 export interface TcpHandle {
-  onread: ((this: TcpHandle) => void) | null;
+  /** Called per read; a Buffer returned becomes the buffer libuv reads into next. */
+  onread: ((this: TcpHandle) => Buffer | undefined) | null;
   readStart(): number;
   readStop(): number;
   useUserBuffer(buffer: Buffer): void;

@@ -33,8 +33,16 @@ export function sharedReadBuffer(): Buffer {
   return readBuffer;
 }
 
+/** A 64 KiB chunk from the free list, or a new one. */
+export function takeChunk(): Buffer {
+  return freeChunks.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BYTES);
+}
+
+/** A read that fills the thread's buffer: a bulk transfer is under way. */
+export const FULL_READ = CHUNK_BYTES;
+
 /** A chunk no write refers to any more goes back to the free list (while it has room). */
-function release(chunk: Buffer): void {
+export function release(chunk: Buffer): void {
   if (freeChunks.length < MAX_FREE_CHUNKS) freeChunks.push(chunk);
 }
 
@@ -103,7 +111,7 @@ export class Relay {
       data = Buffer.allocUnsafe(n);
       readBuffer.copy(data, 0, 0, n);
     } else {
-      chunk = freeChunks.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BYTES);
+      chunk = takeChunk();
       readBuffer.copy(chunk, 0, 0, n);
       data = n === CHUNK_BYTES ? chunk : chunk.subarray(0, n);
     }
@@ -116,6 +124,34 @@ export class Relay {
       (this.held ??= []).push(chunk);
     }
     return more;
+  }
+
+  /**
+   * Writes the first n bytes of `chunk`, which the source read into directly (no copy).
+   * Afterwards `chunkInFlight` says whether a pending write still refers to the chunk
+   * (it is then recycled once written) or the source may read into it again.
+   * Only once attached. False when dst's buffer is full.
+   */
+  forwardChunkRead(chunk: Buffer, n: number): boolean {
+    const dst = this.dst!;
+    this.active = true;
+    const more = dst.write(n === CHUNK_BYTES ? chunk : chunk.subarray(0, n));
+    if (dst.writableLength === 0) {
+      if (this.held !== null) releaseAll(this.held);
+      this.chunkInFlight = false;
+    } else {
+      (this.held ??= []).push(chunk);
+      this.chunkInFlight = true;
+    }
+    return more;
+  }
+
+  /** Set by forwardChunkRead. */
+  chunkInFlight = false;
+
+  /** Whether bytes go straight to a destination (else they are held). */
+  get attached(): boolean {
+    return this.dst !== null;
   }
 
   /** A chunk from a 'data' event (the stream path): written to dst, or held. */
