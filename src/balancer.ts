@@ -12,6 +12,8 @@ import type { DiscoverySource } from "./discovery/source.ts";
 import { KubernetesSource } from "./discovery/kubernetes.ts";
 import { HealthMonitor } from "./health/monitor.ts";
 import { checkAccessLog, openAccessLog } from "./log/access-log.ts";
+import { Metrics } from "./metrics/metrics.ts";
+import { packageVersion } from "./version.ts";
 import { CounterTable, CounterView } from "./pool/counters.ts";
 import { BackendPool, type BackendView } from "./pool/pool.ts";
 import { DataPlane, type DataPath } from "./proxy/data-plane.ts";
@@ -98,7 +100,14 @@ export class Balancer {
       logger,
       applied: () => this.dataPlane.snapshotApplied(),
     });
+    const metrics = new Metrics({
+      pool: this.pool,
+      counters,
+      activeConnections: () => this.dataPlane.activeConnections,
+      version: packageVersion(),
+    });
     this.api = new ApiServer({
+      metrics,
       listen: config.api.listen,
       token: config.api.token,
       pool: this.pool,

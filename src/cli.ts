@@ -1,9 +1,9 @@
 #!/usr/bin/env node
-import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { Balancer } from "./balancer.ts";
 import { ConfigError, loadConfigFile } from "./config/load.ts";
 import { createLogger, type Logger } from "./log/logger.ts";
+import { packageVersion } from "./version.ts";
 
 const DEFAULT_CONFIG = "config/config.yaml";
 
@@ -20,11 +20,6 @@ a second signal exits at once.
 Exit codes: 0 clean shutdown or valid config, 1 bad config or start-up failure, 2 bad usage.
 `;
 
-function version(): string {
-  // dist/cli.js and src/cli.ts both sit one level below package.json.
-  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
-  return pkg.version;
-}
 
 async function main(argv: string[]): Promise<number> {
   let parsed;
@@ -48,7 +43,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (values.version) {
-    process.stdout.write(`gobalancer ${version()} (node ${process.version})\n`);
+    process.stdout.write(`gobalancer ${packageVersion()} (node ${process.version})\n`);
     return 0;
   }
   const command = positionals[0] ?? "run";

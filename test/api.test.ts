@@ -210,7 +210,7 @@ describe("REST API endpoints", () => {
     const res = await call<{ openapi: string; paths: Record<string, unknown> }>(lb, "GET", "/openapi.json");
     assert.equal(res.status, 200);
     assert.equal(res.body.openapi, "3.1.0");
-    assert.deepEqual(Object.keys(res.body.paths).sort(), ["/backends", "/backends/{address}", "/health", "/openapi.json"]);
+    assert.deepEqual(Object.keys(res.body.paths).sort(), ["/backends", "/backends/{address}", "/health", "/metrics", "/openapi.json"]);
   });
 
   it("answers unknown paths 404 and wrong methods 405", async () => {

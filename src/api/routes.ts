@@ -95,6 +95,12 @@ export const ROUTES = {
       500: saveFailed,
     },
   },
+  metrics: {
+    method: "GET",
+    url: "/metrics",
+    summary: "Prometheus metrics (text format), summed over every data-plane thread",
+    responses: { 200: { description: "Prometheus text exposition format 0.0.4" }, 401: unauthorized },
+  },
   openapi: {
     method: "GET",
     url: "/openapi.json",

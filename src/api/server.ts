@@ -2,6 +2,7 @@ import type { AddressInfo } from "node:net";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import type { z } from "zod";
+import type { Metrics } from "../metrics/metrics.ts";
 import type { HostPort } from "../pool/address.ts";
 import { PoolError, type BackendPool } from "../pool/pool.ts";
 import { BearerAuth } from "./auth.ts";
@@ -42,6 +43,8 @@ export interface ApiServerOptions {
   logger: Logger;
   /** True once graceful shutdown has begun: /health answers 503. */
   draining: () => boolean;
+  /** Served at /metrics; without it /metrics is not found. */
+  metrics?: Metrics;
   limits?: Partial<ApiLimits>;
 }
 
@@ -182,6 +185,13 @@ export class ApiServer {
       await changes.remove(request.params.address);
       return reply.code(204).send();
     });
+    const metrics = this.opts.metrics;
+    if (metrics) {
+      this.route(ROUTES.metrics, async (_request, reply) => {
+        const { contentType, body } = await metrics.scrape();
+        return reply.header("content-type", contentType).send(body);
+      });
+    }
     this.route(ROUTES.openapi, async () => this.openapi);
   }
 

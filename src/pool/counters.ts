@@ -89,8 +89,14 @@ export class CounterView {
     this.stats[slot * this.threads * STATS_PER_SLOT + this.stripe + STAT_TOTAL]! += 1;
   }
 
+  /** A connection ended; `bytesIn`/`bytesOut` are what it moved since its last moved(). */
   closed(slot: number, bytesIn: number, bytesOut: number): void {
     Atomics.sub(this.active, slot, 1);
+    this.moved(slot, bytesIn, bytesOut);
+  }
+
+  /** Bytes an open connection moved, counted before it ends (metrics see them live). */
+  moved(slot: number, bytesIn: number, bytesOut: number): void {
     const base = slot * this.threads * STATS_PER_SLOT + this.stripe;
     this.stats[base + STAT_BYTES_IN]! += bytesIn;
     this.stats[base + STAT_BYTES_OUT]! += bytesOut;

@@ -43,6 +43,9 @@ export interface BackendInfo extends BackendStats {
   source: SourceKind;
   lastCheckedAt: Date | null;
   lastError: string | null;
+  /** Active health checks so far, by outcome. */
+  checksPassed: number;
+  checksFailed: number;
 }
 
 /** Health-relevant facts the pool reports when membership changes. */
@@ -73,6 +76,8 @@ class Backend {
   healthy = true; // routable until proven down
   lastCheckedAt: Date | null = null;
   lastError: string | null = null;
+  checksPassed = 0;
+  checksFailed = 0;
   view: BackendView;
   readonly address: HostPort;
 
@@ -251,7 +256,11 @@ export class BackendPool {
     const backend = this.backends.get(key);
     if (!backend) return;
     backend.lastCheckedAt = at;
-    if (error !== null) backend.lastError = error;
+    if (error === null) backend.checksPassed++;
+    else {
+      backend.checksFailed++;
+      backend.lastError = error;
+    }
   }
 
   get(key: string): BackendInfo | undefined {
@@ -301,6 +310,8 @@ export class BackendPool {
       source: b.owner,
       lastCheckedAt: b.lastCheckedAt,
       lastError: b.lastError,
+      checksPassed: b.checksPassed,
+      checksFailed: b.checksFailed,
       ...this.counters.read(b.view.slot),
     };
   }

@@ -101,6 +101,9 @@ export class Connection {
   private lastDialFailure: Termination = OPEN;
   private clientFinished = false;
   private open = CLIENT_OPEN;
+  /** Bytes already counted for the backend while the connection was open (data-plane.ts). */
+  reportedIn = 0;
+  reportedOut = 0;
   readonly acceptedAt: number;
   connectedAt = 0;
   /** Idle sweeps in a row that found no traffic either way (data-plane.ts). */
@@ -290,7 +293,7 @@ export class Connection {
       if (cause === CLIENT_RST && connected && !backend.destroyed) backend.resetAndDestroy();
       else backend.destroy();
     }
-    if (connected) this.giveBack(client.bytesRead, client.bytesWritten);
+    if (connected) this.giveBack(client.bytesRead - this.reportedIn, client.bytesWritten - this.reportedOut);
     else this.giveBack(0, 0);
     this.host.finished(this);
   }

@@ -61,6 +61,12 @@ const MAX_RETRY_PICKS = 16;
 const IDLE_SWEEPS = 8;
 
 /**
+ * Bytes of open connections are added to their backend's counters this often, so that
+ * long-lived connections show in the metrics before they end.
+ */
+const BYTES_FLUSH_MS = 2000;
+
+/**
  * Accepts clients on one listener and proxies each to a backend. The data path, in the
  * order a connection meets it: accept (here) → pick (acquire) → dial with retry, pipe and
  * close (connection.ts) → account (release, finished). It only reads pool snapshots;
@@ -84,6 +90,7 @@ export class DataPlane {
   private openCount = 0;
   private drained: (() => void) | null = null;
   private readonly idleSweeper: NodeJS.Timeout | null = null;
+  private readonly bytesFlusher: NodeJS.Timeout;
   private readonly deadlines: DialDeadlines;
   /** What each connection may ask of this data plane. */
   private readonly host: ConnectionHost;
@@ -134,6 +141,8 @@ export class DataPlane {
     } else {
       this.listener = serverListener(opts.listen, reusePort, sink);
     }
+    this.bytesFlusher = setInterval(() => this.flushBytes(), BYTES_FLUSH_MS);
+    this.bytesFlusher.unref();
     if (opts.idleTimeoutMs > 0) {
       this.idleSweeper = setInterval(() => this.sweepIdle(), Math.max(1, Math.floor(opts.idleTimeoutMs / IDLE_SWEEPS)));
       this.idleSweeper.unref();
@@ -182,6 +191,7 @@ export class DataPlane {
     const forced = this.openCount;
     this.closeAll(SHUTDOWN);
     if (this.idleSweeper !== null) clearInterval(this.idleSweeper);
+    clearInterval(this.bytesFlusher);
     this.deadlines.stop();
     this.accessLog?.flush();
     return forced;
@@ -323,6 +333,19 @@ export class DataPlane {
     for (let c = this.head, next: Connection | null; c !== null; c = next) {
       next = c.next; // close() takes c off the list
       c.close(cause);
+    }
+  }
+
+  /** Counts the bytes open connections moved since the last flush (see BYTES_FLUSH_MS). */
+  private flushBytes(): void {
+    for (let c = this.head; c !== null; c = c.next) {
+      if (c.phase === DIALLING) continue;
+      const bytesIn = c.bytesIn - c.reportedIn;
+      const bytesOut = c.bytesOut - c.reportedOut;
+      if (bytesIn === 0 && bytesOut === 0) continue;
+      this.counters.moved(c.view!.slot, bytesIn, bytesOut);
+      c.reportedIn += bytesIn;
+      c.reportedOut += bytesOut;
     }
   }
 
