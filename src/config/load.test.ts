@@ -142,3 +142,58 @@ describe("config: every mistake is named by its path", () => {
     assert.equal(parseConfig("api:\n  token: mine", "f", { GOBALANCER_API_TOKEN: "s3cret" }).api.token, "mine");
   });
 });
+
+describe("config: every YAML error is a config error with its line and column", () => {
+  /** Loads `yaml`, failing the test on anything but a ConfigError or a process warning. */
+  function yamlProblems(yaml: string): readonly string[] {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on("warning", onWarning);
+    try {
+      parseConfig(yaml, "f.yaml");
+      assert.fail("expected a ConfigError");
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      assert.match(err.message, /^invalid config f\.yaml: /);
+      for (const p of err.problems) assert.doesNotMatch(p, /[\r\n]/, "one line per problem");
+      return err.problems;
+    } finally {
+      process.off("warning", onWarning);
+      assert.deepEqual(warnings, [], "no process warnings");
+    }
+  }
+
+  const bomb = ["a: &a [x, x, x, x, x, x, x, x, x]"];
+  for (const name of "bcdefg") bomb.push(`${name}: &${name} [${Array(9).fill(`*${String.fromCharCode(name.charCodeAt(0) - 1)}`).join(", ")}]`);
+  const cases: Array<[string, string, RegExp]> = [
+    ["an alias whose anchor is missing", "listen: *a", /^line 1 column 9: YAML error: alias \*a has no anchor &a before it$/],
+    ["an alias before its anchor", "listen: *a\napi:\n  listen: &a '127.0.0.1:1'", /^line 1 column 9: YAML error: alias \*a has no anchor &a before it$/],
+    ["a merge key from nothing", "<<: *nothing\nlisten: ':1'", /^line 1 column 5: YAML error: alias \*nothing has no anchor &nothing before it$/],
+    ["a merge of a scalar (YAML 1.1)", "%YAML 1.1\n---\nx: &x 1\n<<: *x", /^line 4 column 1: YAML error: Merge sources must be maps or map aliases$/],
+    ["an alias bomb", bomb.join("\n"), /^line \d+ column \d+: YAML error: Excessive alias count/],
+    ["a list as a key", "? [a, b]\n: 1", /^line 1 column 3: YAML error: keys must be plain values, not lists or mappings$/],
+    ["a mapping as a key through an alias", "x: &m {a: 1}\n*m : 2", /^line 2 column 1: YAML error: keys must be plain values, not lists or mappings$/],
+    ["an unknown tag", "listen: !foo ':1'", /^line 1 column 9: YAML error: Unresolved tag: !foo$/],
+    ["nesting too deep", `listen: ${"[".repeat(150)}${"]".repeat(150)}`, /^line 1 column \d+: YAML error: nested deeper than 100 levels$/],
+    ["a duplicate key", "listen: ':1'\nlisten: ':2'", /^line 2 column 1: YAML syntax error: Map keys must be unique$/],
+  ];
+  for (const [name, yaml, expected] of cases) {
+    it(name, () => {
+      const found = yamlProblems(yaml);
+      assert.equal(found.length, 1, `expected one problem, got ${JSON.stringify(found)}`);
+      assert.match(found[0]!, expected);
+    });
+  }
+
+  it("very deep nesting is one problem, not thousands", () => {
+    const found = yamlProblems(`listen: ${"[".repeat(20000)}${"]".repeat(20000)}`);
+    assert.ok(found.length <= 21, `${found.length} problems`);
+    assert.match(found[0]!, /^line 1 column \d+: YAML /);
+  });
+
+  it("a key with a line break stays on one line", () => {
+    const found = yamlProblems('"al\\ngorithm": x');
+    assert.equal(found.length, 1);
+    assert.match(found[0]!, /^"al\\ngorithm": unknown key/);
+  });
+});
