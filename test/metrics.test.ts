@@ -7,11 +7,36 @@ import { cleanup, refusedPort, request, startBalancer, startEchoBackend, startSe
 
 afterEach(cleanup);
 
-async function scrape(lb: BalancerProcess, token?: string): Promise<MetricFamily[]> {
+type Scrape = MetricFamily[] & { text: string };
+
+async function scrape(lb: BalancerProcess, token?: string): Promise<Scrape> {
   const res = await fetch(`${lb.api}/metrics`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
   assert.equal(res.status, 200);
   assert.match(res.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
-  return parsePrometheusTextFormat(await res.text());
+  const text = await res.text();
+  return Object.assign(parsePrometheusTextFormat(text), { text });
+}
+
+/**
+ * The count and sum of histogram `name` for the series with `labels`. The parser reads
+ * histograms with no label but `le` only, so it is given that series' lines alone, with
+ * those labels taken out.
+ */
+function histogramOf(scraped: Scrape, name: string, labels: Record<string, string> = {}) {
+  const pairs = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  const lines = scraped.text.split("\n").filter((l) => l.startsWith(`# HELP ${name} `) || l.startsWith(`# TYPE ${name} `) || (l.startsWith(`${name}_`) && pairs.every((p) => l.includes(p))));
+  const unlabelled = lines.map((l) => pairs.reduce((line, p) => line.replace(`${p},`, "").replace(`{${p}}`, "").replace(p, ""), l));
+  const families = parsePrometheusTextFormat(unlabelled.join("\n") + "\n");
+  const family = families.find((f) => f.name === name);
+  assert.equal(family?.type, "HISTOGRAM", `${name} is a histogram`);
+  const sample = family!.metrics[0];
+  assert.ok(sample?.buckets, `${name} ${JSON.stringify(labels)} has buckets`);
+  // Keys such as "10" come first in a JS object: order by the bound.
+  const counts = Object.entries(sample.buckets)
+    .map(([le, n]) => [le === "+Inf" ? Infinity : Number(le), Number(n)] as const)
+    .sort((x, y) => x[0] - y[0]);
+  for (let i = 1; i < counts.length; i++) assert.ok(counts[i]![1] >= counts[i - 1]![1], `${name} buckets are cumulative`);
+  return { count: Number(sample.count), sum: Number(sample.sum) };
 }
 
 /** The value of `name` for the sample whose labels include `labels`; undefined when absent. */
@@ -56,6 +81,14 @@ for (const workers of [1, 2]) {
       // Request and FIN from the client first: client_fin.
       assert.equal(valueOf(m, "gobalancer_connections_closed_total", { termination: "client_fin" }), 8);
       assert.equal(valueOf(m, "gobalancer_build_info", { node: process.version }), 1);
+      // Histograms recorded by every thread into shared memory: successful dials only.
+      for (const backend of [a.address, b.address]) {
+        const connect = histogramOf(m, "gobalancer_backend_connect_duration_seconds", { backend });
+        assert.equal(connect.count, 4);
+        assert.ok(connect.sum > 0 && connect.sum < 4, `connect time sum ${connect.sum}`);
+      }
+      assert.equal(histogramOf(m, "gobalancer_backend_connect_duration_seconds", { backend: refused }).count, 0);
+      assert.equal(histogramOf(m, "gobalancer_connection_duration_seconds").count, 12);
       assert.ok(m.some((f) => f.name === "process_resident_memory_bytes"), "prom-client's process metrics");
       assert.ok(m.some((f) => f.name === "nodejs_eventloop_lag_seconds"), "prom-client's Node.js metrics");
     });

@@ -1,4 +1,4 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric, type MetricValueWithName } from "prom-client";
 import type { CounterTable } from "../pool/counters.ts";
 import type { BackendInfo, BackendPool } from "../pool/pool.ts";
 import { TERMINATIONS, type TerminationName } from "../proxy/termination.ts";
@@ -95,6 +95,17 @@ export class Metrics {
         for (const [reason, causes] of Object.entries(REFUSALS)) this.inc({ reason }, causes.reduce((sum, c) => sum + ended[c], 0));
       },
     });
+    const table = this.opts.counters;
+    this.registry.registerMetric(
+      sharedHistogram("gobalancer_backend_connect_duration_seconds", "Time from the start of a dial to the backend's accept, for dials that connected", () =>
+        backends().map((b) => ({ labels: { backend: b.address }, ...table.connectTimes(b.slot) })),
+      ),
+    );
+    this.registry.registerMetric(
+      sharedHistogram("gobalancer_connection_duration_seconds", "Time from accept to the end of a client connection", () => [
+        { labels: {}, ...table.connectionTimes() },
+      ]),
+    );
     new Counter({
       name: "gobalancer_connections_closed_total",
       help: "Client connections ended, by termination cause (as in the access log)",
@@ -145,4 +156,33 @@ function backendCounter(name: string, help: string, registers: Registry[], backe
       for (const b of backends()) this.inc({ backend: b.address }, value(b));
     },
   });
+}
+
+type HistogramRows = () => Array<{ labels: Record<string, string>; bounds: readonly number[]; cumulative: number[]; sum: number }>;
+
+/**
+ * A histogram whose buckets are kept in shared memory by the data-plane threads
+ * (pool/histogram.ts), exposed as prom-client exposes its own. prom-client's Histogram
+ * can only observe, not take counts kept elsewhere; the registry accepts any metric
+ * object with get().
+ */
+function sharedHistogram(name: string, help: string, rows: HistogramRows): Metric {
+  const metric = {
+    name,
+    help,
+    type: "histogram",
+    aggregator: "sum",
+    get() {
+      const values: Array<MetricValueWithName<string>> = [];
+      for (const row of rows()) {
+        row.bounds.forEach((le, i) => values.push({ metricName: `${name}_bucket`, labels: { ...row.labels, le }, value: row.cumulative[i]! }));
+        const count = row.cumulative[row.bounds.length]!;
+        values.push({ metricName: `${name}_bucket`, labels: { ...row.labels, le: "+Inf" }, value: count });
+        values.push({ metricName: `${name}_sum`, labels: row.labels, value: row.sum });
+        values.push({ metricName: `${name}_count`, labels: row.labels, value: count });
+      }
+      return { name, help, type: "histogram", aggregator: "sum", values };
+    },
+  };
+  return metric as unknown as Metric;
 }

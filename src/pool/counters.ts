@@ -11,6 +11,7 @@
  * per thread the same way, in a fixed-size buffer.
  */
 import { TERMINATIONS, type Termination, type TerminationName } from "../proxy/termination.ts";
+import { CONNECT_SECONDS, CONNECTION_SECONDS, HistogramLayout } from "./histogram.ts";
 
 export const STAT_TOTAL = 0;
 export const STAT_FAILED = 1;
@@ -39,6 +40,10 @@ export interface CounterBuffers {
   readonly stats: SharedArrayBuffer;
   readonly global: SharedArrayBuffer;
   readonly plane: SharedArrayBuffer;
+  /** Connect durations, a histogram row per slot (histogram.ts); grows with the slots. */
+  readonly connectTimes: SharedArrayBuffer;
+  /** Connection durations, one histogram row for the whole data plane. */
+  readonly connectionTimes: SharedArrayBuffer;
 }
 
 /** The data plane's figures summed over threads. */
@@ -65,6 +70,11 @@ export class CounterView {
   private readonly stripe: number;
   private readonly threads: number;
   private readonly plane: Float64Array;
+  private readonly thread: number;
+  private readonly connectLayout: HistogramLayout;
+  private readonly connectionLayout: HistogramLayout;
+  private readonly connectTimes: Float64Array;
+  private readonly connectionTimes: Float64Array;
 
   constructor(buffers: CounterBuffers, thread: number) {
     if (thread < 0 || thread >= buffers.threads) throw new Error(`counter thread ${thread} out of range`);
@@ -74,6 +84,21 @@ export class CounterView {
     this.threads = buffers.threads;
     this.stripe = thread * STATS_PER_SLOT;
     this.plane = new Float64Array(buffers.plane, thread * PLANE_FIELDS * 8, PLANE_FIELDS);
+    this.thread = thread;
+    this.connectLayout = new HistogramLayout(CONNECT_SECONDS, buffers.threads);
+    this.connectionLayout = new HistogramLayout(CONNECTION_SECONDS, buffers.threads);
+    this.connectTimes = new Float64Array(buffers.connectTimes);
+    this.connectionTimes = new Float64Array(buffers.connectionTimes);
+  }
+
+  /** A dial to `slot` connected after `seconds`. */
+  connectTime(slot: number, seconds: number): void {
+    this.connectLayout.observe(this.connectTimes, slot, this.thread, seconds);
+  }
+
+  /** A client connection ended `seconds` after it was accepted. */
+  connectionTime(seconds: number): void {
+    this.connectionLayout.observe(this.connectionTimes, 0, this.thread, seconds);
   }
 
   accepted(): void {
@@ -117,6 +142,10 @@ export class CounterTable {
   private readonly activeView: Int32Array;
   private readonly statsView: Float64Array;
   private readonly planeView: Float64Array;
+  private readonly connectLayout: HistogramLayout;
+  private readonly connectionLayout: HistogramLayout;
+  private readonly connectView: Float64Array;
+  private readonly connectionView: Float64Array;
   private capacity: number;
   private next = 0;
   private readonly free: number[] = [];
@@ -132,10 +161,28 @@ export class CounterTable {
     });
     const global = new SharedArrayBuffer(GLOBAL_FIELDS * 4);
     const plane = new SharedArrayBuffer(threads * PLANE_FIELDS * 8);
-    this.buffers = { threads, active, stats, global, plane };
+    this.connectLayout = new HistogramLayout(CONNECT_SECONDS, threads);
+    this.connectionLayout = new HistogramLayout(CONNECTION_SECONDS, threads);
+    const connectTimes = new SharedArrayBuffer(INITIAL_SLOTS * this.connectLayout.rowFields * 8, {
+      maxByteLength: MAX_SLOTS * this.connectLayout.rowFields * 8,
+    });
+    const connectionTimes = new SharedArrayBuffer(this.connectionLayout.rowFields * 8);
+    this.buffers = { threads, active, stats, global, plane, connectTimes, connectionTimes };
     this.activeView = new Int32Array(active);
     this.statsView = new Float64Array(stats);
     this.planeView = new Float64Array(plane);
+    this.connectView = new Float64Array(connectTimes);
+    this.connectionView = new Float64Array(connectionTimes);
+  }
+
+  /** Connect durations to `slot`'s backend, summed over threads. */
+  connectTimes(slot: number): { bounds: readonly number[]; cumulative: number[]; sum: number } {
+    return { bounds: this.connectLayout.bounds, ...this.connectLayout.read(this.connectView, slot) };
+  }
+
+  /** Connection durations, summed over threads. */
+  connectionTimes(): { bounds: readonly number[]; cumulative: number[]; sum: number } {
+    return { bounds: this.connectionLayout.bounds, ...this.connectionLayout.read(this.connectionView, 0) };
   }
 
   /** Accepted connections and terminations, summed over every thread. */
@@ -172,6 +219,7 @@ export class CounterTable {
     }
     const base = slot * this.buffers.threads * STATS_PER_SLOT;
     this.statsView.fill(0, base, base + this.buffers.threads * STATS_PER_SLOT);
+    this.connectLayout.clear(this.connectView, slot);
     return slot;
   }
 
@@ -208,6 +256,7 @@ export class CounterTable {
     if (capacity === this.capacity) throw new Error(`backend limit reached (${MAX_SLOTS} backends)`);
     this.buffers.active.grow(capacity * 4);
     this.buffers.stats.grow(capacity * this.buffers.threads * STATS_PER_SLOT * 8);
+    this.buffers.connectTimes.grow(capacity * this.connectLayout.rowFields * 8);
     this.capacity = capacity;
   }
 }

@@ -43,6 +43,8 @@ export interface BackendInfo extends BackendStats {
   source: SourceKind;
   lastCheckedAt: Date | null;
   lastError: string | null;
+  /** The backend's slot in the shared counters (counters.ts). */
+  slot: number;
   /** Active health checks so far, by outcome. */
   checksPassed: number;
   checksFailed: number;
@@ -310,6 +312,7 @@ export class BackendPool {
       source: b.owner,
       lastCheckedAt: b.lastCheckedAt,
       lastError: b.lastError,
+      slot: b.view.slot,
       checksPassed: b.checksPassed,
       checksFailed: b.checksFailed,
       ...this.counters.read(b.view.slot),

@@ -30,6 +30,8 @@ export interface ConnectionHost {
    * backend event methods (socket-path.ts, handle-side.ts).
    */
   connect(conn: Connection, view: BackendView, relay: Relay): Side;
+  /** The current attempt connected (connectedAt is set). */
+  connected(conn: Connection): void;
   /** A dial started: its connect deadline runs until dialEnded. */
   dialStarted(conn: Connection): void;
   dialEnded(conn: Connection): void;
@@ -158,6 +160,7 @@ export class Connection {
     this.host.dialEnded(this);
     this.phase = CONNECTED;
     this.connectedAt = this.host.now();
+    this.host.connected(this);
     this.open |= BACKEND_OPEN;
     const backend = this.backend!;
     const more = this.upstream.attach(backend);

@@ -118,6 +118,8 @@ export class DataPlane {
       acquire: (conn) => this.acquire(conn),
       connect: opts.dataPath === "handles" ? handlePath.connect : socketPath.connect,
       release: (view, bytesIn, bytesOut) => this.release(view, bytesIn, bytesOut),
+      // The dial started one connect timeout before its deadline.
+      connected: (conn) => this.counters.connectTime(conn.view!.slot, (conn.connectedAt - conn.dialDeadline + opts.connectTimeoutMs) / 1000),
       dialStarted: (conn) => this.deadlines.add(conn),
       dialEnded: (conn) => this.deadlines.remove(conn),
       dialFailed: (view, reason) => this.dialFailed(view, reason),
@@ -290,6 +292,7 @@ export class DataPlane {
     this.unlink(conn);
     Atomics.sub(this.counters.global, GLOBAL_ACTIVE, 1);
     this.counters.ended(conn.cause);
+    this.counters.connectionTime((performance.now() - conn.acceptedAt) / 1000);
     if (conn.cause === DESCRIPTORS) this.warn.warn("emfile", {}, "connection closed: out of file descriptors");
     if (this.accessLog !== null) this.logAccess(this.accessLog, conn);
     else if (conn.cause !== NO_BACKEND && conn.cause !== LIMIT && this.log.isLevelEnabled("debug")) {
