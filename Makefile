@@ -9,7 +9,7 @@ NODE_STAMP := toolchain/node_modules/.installed
 DEPS_STAMP := node_modules/.installed
 SOURCES := $(shell find src -name '*.ts' ! -name '*.test.ts') tsconfig.json tsconfig.build.json
 
-.PHONY: run test build typecheck bench bench-peers soak deps clean
+.PHONY: run test build typecheck fuzz bench bench-peers soak deps clean
 
 ## run: build, start three demo backends on 127.0.0.1:9001-9003 and GoBalancer on :8080
 run: build
@@ -28,6 +28,12 @@ NODE_TEST := node --test --test-concurrency=2 --test-timeout=120000
 test: build typecheck
 	GOBALANCER_TEST_DATA_PATH=handles $(NODE_TEST) 'src/**/*.test.ts' 'test/**/*.test.ts'
 	GOBALANCER_TEST_DATA_PATH=sockets $(NODE_TEST) $(DATA_PATH_SUITES)
+
+## fuzz: the property-based tests in test/fuzz/ (which `make test` runs with a few hundred inputs
+## each) with FUZZ_RUNS inputs per property (default 20000); FUZZ_SEED replays a run;
+## FUZZ_TIME_LIMIT_S (default 300) stops each property early so the run always ends
+fuzz: build
+	FUZZ_RUNS=$${FUZZ_RUNS:-20000} FUZZ_REPORT=1 node --test --test-concurrency=1 --test-timeout=3600000 'test/fuzz/**/*.test.ts'
 
 ## build: compile TypeScript to dist/
 build: dist/.built
