@@ -30,6 +30,8 @@ export const PATHS: readonly PathInfo[] = [
   { id: "gobalancer-1", label: "GoBalancer workers: 1", role: "gobalancer" },
   // The net.Socket data path (data_path: sockets), for comparison with the default.
   { id: "gobalancer-sockets", label: "GoBalancer workers: 1, data_path: sockets", role: "gobalancer" },
+  // workers 1 writing the access log to a file: its cost, measured when named in PATHS.
+  { id: "gobalancer-access-log", label: "GoBalancer workers: 1, access log on", role: "gobalancer", optional: true },
   { id: "haproxy", label: "HAProxy", role: "peer" },
   { id: "nginx", label: "nginx stream", role: "peer" },
 ];
@@ -59,6 +61,8 @@ export function goBalancerConfig(o: {
   backends: readonly number[];
   workers: "auto" | number;
   dataPath?: "sockets";
+  /** Write the access log to this file. */
+  accessLog?: string;
   stateFile: string;
 }): string {
   // Defaults for everything else: the point is to measure what users get.
@@ -66,6 +70,7 @@ export function goBalancerConfig(o: {
     `listen: "127.0.0.1:${o.listenPort}"`,
     `workers: ${o.workers}`,
     ...(o.dataPath ? [`data_path: ${o.dataPath}`] : []),
+    ...(o.accessLog ? ["access_log:", "  enabled: true", `  path: ${JSON.stringify(o.accessLog)}`] : []),
     "api:",
     '  listen: "127.0.0.1:0"',
     `state_file: ${JSON.stringify(o.stateFile)}`,
@@ -215,12 +220,14 @@ function instanceStarter(info: PathInfo, tools: { node: string; haproxy: string;
     case "gobalancer-auto":
     case "gobalancer-1":
     case "gobalancer-sockets":
+    case "gobalancer-access-log":
       return (sup, name, listenPort, backends) => {
         const dir = instanceDir(sup, name);
         const config = path.join(dir, "config.yaml");
         const workers = info.id === "gobalancer-auto" ? "auto" : 1;
         const dataPath = info.id === "gobalancer-sockets" ? "sockets" : undefined;
-        writeFileSync(config, goBalancerConfig({ listenPort, backends, workers, dataPath, stateFile: path.join(dir, "state.json") }));
+        const accessLog = info.id === "gobalancer-access-log" ? path.join(dir, "access.log") : undefined;
+        writeFileSync(config, goBalancerConfig({ listenPort, backends, workers, dataPath, accessLog, stateFile: path.join(dir, "state.json") }));
         return sup.start(name, tools.node, [path.join(REPO, "dist", "cli.js"), "--config", config], { nofile: NOFILE });
       };
     case "haproxy":

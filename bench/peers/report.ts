@@ -10,6 +10,8 @@ export interface PathInfo {
   id: string;
   label: string;
   role: Role;
+  /** Measured only when named in PATHS. */
+  optional?: boolean;
 }
 
 export const METRICS = [

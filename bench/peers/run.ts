@@ -50,7 +50,7 @@ function options(): Options {
     connections: intOption("CONNECTIONS", 50, 1, 1000),
     idle: intOption("IDLE", Math.min(idleDefault, MAX_IDLE), 1, MAX_IDLE),
     idleCapped: !process.env.IDLE && idleDefault > MAX_IDLE,
-    paths: paths.length > 0 ? paths : PATHS.map((p) => p.id),
+    paths: paths.length > 0 ? paths : PATHS.filter((p) => !p.optional).map((p) => p.id),
     writeDocs: process.env.DOCS !== undefined ? process.env.DOCS !== "0" : !quick,
     keep: process.env.KEEP === "1",
     command,
