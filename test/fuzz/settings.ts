@@ -39,6 +39,7 @@ export async function checkProperty<T>(
     numRuns: runsFor(defaultRuns),
     interruptAfterTimeLimit: TIME_LIMIT_MS,
     endOnFailure: false,
+    includeErrorInReport: true,
   });
   const ms = Math.round(performance.now() - started);
   const line = `fuzz ${name}: ${details.numRuns} inputs in ${ms} ms (seed ${FUZZ_SEED}${details.interrupted ? ", stopped at the time limit" : ""})`;

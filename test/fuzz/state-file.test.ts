@@ -54,7 +54,7 @@ const stateBytes = fc
     if (swap) text = text.replace(/^\{/, `{${JSON.stringify(swap[0])}: ${JSON.stringify(swap[1])},`);
     if (huge) text = JSON.stringify({ ...state, backends: Array.from({ length: huge }, (_, i) => ({ address: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}:80`, weight: 1 })) });
     if (deep) text = `{"version": 1, "backends": ${"[".repeat(deep)}${"]".repeat(deep)}}`;
-    return mutations.reduce((b, m) => m(b), Buffer.from(text));
+    return mutations.reduce<Buffer>((b, m) => m(b), Buffer.from(text));
   });
 
 async function readOutcome(file: string): Promise<"accepted" | string> {
