@@ -7,21 +7,6 @@ export interface AccessLogOptions {
   path: string;
 }
 
-/** One finished connection, with the contract's field names. */
-export interface AccessEntry {
-  /** ip:port of the client ([ip]:port for IPv6). */
-  client: string;
-  /** The backend's canonical address; "" when none was dialled. */
-  backend: string;
-  bytes_in: number;
-  bytes_out: number;
-  duration_ms: number;
-  /** Time from accept to the backend connection; null when none was made. */
-  connect_ms: number | null;
-  attempts: number;
-  termination: string;
-}
-
 /**
  * Pipes take writes of up to PIPE_BUF bytes whole: with several data-plane threads
  * writing lines to one stdout, larger writes could interleave mid-line. sonic-boom
@@ -30,26 +15,60 @@ export interface AccessEntry {
 const PIPE_BUF = 4096;
 
 /**
+ * Lines are written in batches of at least this many bytes (a write per line cost a
+ * system call and a thread-pool hand-off per connection), and at the latest every
+ * FLUSH_MS, so a quiet balancer's lines still appear promptly.
+ */
+const BATCH_BYTES = { file: 32 * 1024, stdout: 3 * 1024 };
+const MAX_WRITE = { file: 64 * 1024, stdout: PIPE_BUF };
+const FLUSH_MS = 1000;
+
+/**
  * The access log: one JSON line per finished connection, written through pino's
  * asynchronous destination so the data path never waits on a disk or a pipe. Each
  * data-plane thread has its own, appending to the same file (or stdout).
  */
 export class AccessLog {
   private readonly dest: pino.DestinationStream & { flushSync(): void };
+  /** The time field of the last line, reused by lines within the same millisecond. */
+  private lastMs = 0;
+  private lastTime = "";
 
   /** Opens `file` ("stdout" or a path) at once, so a bad path fails at start, by name. */
   constructor(file: string, onError: (err: Error) => void) {
     const stdout = file === "stdout";
     const fd = stdout ? 1 : openForAppend(file);
-    const dest = pino.destination({ dest: fd, sync: false, maxWrite: stdout ? PIPE_BUF : undefined });
+    const kind = stdout ? "stdout" : "file";
+    const dest = pino.destination({ dest: fd, sync: false, minLength: BATCH_BYTES[kind], maxWrite: MAX_WRITE[kind], periodicFlush: FLUSH_MS });
     // A full disk or a closed pipe later on must not take the data path down with it.
     dest.on("error", onError);
     this.dest = dest;
   }
 
-  /** The line is the entry's own fields after the time: no level, pid or message. */
-  write(entry: AccessEntry): void {
-    this.dest.write(`{"time":"${new Date().toISOString()}",${JSON.stringify(entry).slice(1)}\n`);
+  /**
+   * One finished connection, with the contract's field names. `client` and `backend`
+   * are addresses (IP literals and validated host names) and `termination` one of
+   * TERMINATIONS: nothing in them needs escaping, so the line is written directly.
+   * `backend` is "" when none was dialled; `connectMs` is null when none connected.
+   */
+  write(
+    client: string,
+    backend: string,
+    bytesIn: number,
+    bytesOut: number,
+    durationMs: number,
+    connectMs: number | null,
+    attempts: number,
+    termination: string,
+  ): void {
+    const now = Date.now();
+    if (now !== this.lastMs) {
+      this.lastMs = now;
+      this.lastTime = new Date(now).toISOString();
+    }
+    this.dest.write(
+      `{"time":"${this.lastTime}","client":"${client}","backend":"${backend}","bytes_in":${bytesIn},"bytes_out":${bytesOut},"duration_ms":${durationMs},"connect_ms":${connectMs},"attempts":${attempts},"termination":"${termination}"}\n`,
+    );
   }
 
   /** Writes out what is buffered; before a thread or the process ends. */

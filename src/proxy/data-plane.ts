@@ -302,17 +302,16 @@ export class DataPlane {
   }
 
   private logAccess(log: AccessLog, conn: Connection): void {
-    const now = performance.now();
-    log.write({
-      client: formatClient(conn.clientIp, conn.clientPort),
-      backend: conn.view?.key ?? "",
-      bytes_in: conn.bytesIn,
-      bytes_out: conn.bytesOut,
-      duration_ms: round(now - conn.acceptedAt),
-      connect_ms: conn.connectedAt === 0 ? null : round(conn.connectedAt - conn.acceptedAt),
-      attempts: conn.attempts,
-      termination: TERMINATIONS[conn.cause]!,
-    });
+    log.write(
+      formatClient(conn.clientIp, conn.clientPort),
+      conn.view?.key ?? "",
+      conn.bytesIn,
+      conn.bytesOut,
+      round(performance.now() - conn.acceptedAt),
+      conn.connectedAt === 0 ? null : round(conn.connectedAt - conn.acceptedAt),
+      conn.attempts,
+      TERMINATIONS[conn.cause]!,
+    );
   }
 
   // ---- the list of open connections -----------------------------------------------------
