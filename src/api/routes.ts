@@ -110,3 +110,31 @@ export const ROUTES = {
 } as const satisfies Record<string, RouteSpec>;
 
 export type RouteName = keyof typeof ROUTES;
+
+/**
+ * The dashboard page, its assets and its chart history. Served like ROUTES but left out
+ * of the OpenAPI document: a page for people, not part of the API's contract. The page
+ * and assets are public so the page can ask for the token; the history is not.
+ */
+export const PAGE_ROUTES = {
+  dashboard: {
+    method: "GET",
+    url: "/",
+    summary: "The dashboard page",
+    public: true,
+    responses: { 200: { description: "HTML page" } },
+  },
+  dashboardAsset: {
+    method: "GET",
+    url: "/dashboard/assets/:file",
+    summary: "The dashboard's scripts and styles (uPlot from node_modules, and ours)",
+    public: true,
+    responses: { 200: { description: "JavaScript or CSS" }, 404: notFound },
+  },
+  dashboardHistory: {
+    method: "GET",
+    url: "/dashboard/history.json",
+    summary: "Connection and byte counters sampled every 5 s over the last 15 minutes",
+    responses: { 200: { description: "Samples, oldest first" }, 401: unauthorized },
+  },
+} as const satisfies Record<string, RouteSpec>;

@@ -8,7 +8,8 @@ import { PoolError, type BackendPool } from "../pool/pool.ts";
 import { BearerAuth } from "./auth.ts";
 import type { BackendChanges } from "./changes.ts";
 import { buildOpenApi } from "./openapi.ts";
-import { ROUTES, type RouteSpec } from "./routes.ts";
+import { Dashboard, PAGE_CSP } from "./dashboard/dashboard.ts";
+import { PAGE_ROUTES, ROUTES, type RouteSpec } from "./routes.ts";
 import { describeInputError, toBackendJson, type AddBackendBody, type BackendParams, type UpdateBackendBody } from "./schemas.ts";
 import { StateFileError } from "./state-file.ts";
 
@@ -64,12 +65,14 @@ export class ApiServer {
   private readonly auth: BearerAuth;
   private readonly limits: ApiLimits;
   private readonly openapi: Record<string, unknown>;
+  private readonly dashboard: Dashboard;
 
   constructor(opts: ApiServerOptions) {
     this.opts = opts;
     this.auth = new BearerAuth(opts.token);
     this.limits = { ...DEFAULT_API_LIMITS, ...opts.limits };
     this.openapi = buildOpenApi(ROUTES, { bearerAuth: this.auth.enabled });
+    this.dashboard = new Dashboard({ pool: opts.pool, logger: opts.logger, ...(opts.metrics ? { metrics: opts.metrics } : {}) });
     const log = opts.logger.child({ component: "api" });
     this.app = Fastify({
       loggerInstance: log as FastifyBaseLogger,
@@ -150,11 +153,13 @@ export class ApiServer {
       const what = e.code === "EADDRINUSE" ? "address already in use" : e.code === "EACCES" ? "permission denied" : e.code === "EADDRNOTAVAIL" ? "address not available on this host" : e.message;
       throw new Error(`api.listen ${key}: ${what}`, { cause: err });
     }
+    this.dashboard.start();
     return this.app.server.address() as AddressInfo;
   }
 
   /** Finishes requests in flight (and their state writes), then closes. */
   async close(): Promise<void> {
+    this.dashboard.stop();
     await this.app.close();
     await this.opts.changes.settled();
   }
@@ -193,6 +198,17 @@ export class ApiServer {
       });
     }
     this.route(ROUTES.openapi, async () => this.openapi);
+    const dashboard = this.dashboard;
+    this.route(PAGE_ROUTES.dashboard, async (_request, reply) => {
+      const { contentType, body } = dashboard.page();
+      return reply.header("content-type", contentType).header("content-security-policy", PAGE_CSP).header("cache-control", "no-cache").send(body);
+    });
+    this.route<{ Params: { file: string } }>(PAGE_ROUTES.dashboardAsset, async (request, reply) => {
+      const asset = dashboard.asset(request.params.file);
+      if (!asset) return reply.code(404).send({ error: `no such dashboard asset: ${request.params.file}` });
+      return reply.header("content-type", asset.contentType).header("cache-control", "no-cache").send(asset.body);
+    });
+    this.route(PAGE_ROUTES.dashboardHistory, async () => dashboard.historyJson());
   }
 
   private route<T extends { Body?: unknown; Params?: unknown }>(

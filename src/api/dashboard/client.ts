@@ -1,0 +1,448 @@
+/**
+ * The dashboard's browser script, served as /dashboard/assets/app.js. It is a string here
+ * (plain ES2020, no build step) so that `tsc` carries it into dist/ with the rest of the
+ * server; tsc copies no other files. No backticks or dollar-brace in it, so the
+ * String.raw below stays a plain string.
+ *
+ * What it does: polls GET /backends and GET /metrics every 2 s (rates are derived from the
+ * metrics counters), seeds the charts with the server's ring of samples from
+ * /dashboard/history.json, and drives the add / weight / remove forms. With a token set,
+ * a 401 shows the token prompt; the token lives in sessionStorage (this tab only).
+ */
+export const CLIENT_JS = String.raw`
+(function () {
+  "use strict";
+  var TOKEN_KEY = "gobalancer.api-token";
+  var POLL_MS = 2000;
+  var WINDOW_MS = 15 * 60 * 1000;
+  var METRICS = {
+    gobalancer_connections_accepted_total: "c",
+    gobalancer_backend_bytes_in_total: "bi",
+    gobalancer_backend_bytes_out_total: "bo"
+  };
+
+  var token = sessionStorage.getItem(TOKEN_KEY) || "";
+  var samples = [];        // {t, c, bi, bo}: counter totals, oldest first
+  var rows = new Map();    // address -> row
+  var charts = null;
+  var lastOk = 0;
+
+  function $(id) { return document.getElementById(id); }
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  // ---- formatting ------------------------------------------------------------------
+  var intFmt = new Intl.NumberFormat("en-US");
+  function count(n) { return intFmt.format(Math.round(n)); }
+  function rate(n) {
+    if (n === null || n === undefined || !isFinite(n)) return "–";
+    if (n >= 100) return intFmt.format(Math.round(n));
+    return n.toFixed(n >= 10 ? 1 : 2).replace(/\.?0+$/, "") || "0";
+  }
+  var UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  function bytes(n) {
+    if (n === null || n === undefined || !isFinite(n)) return "–";
+    var i = 0;
+    while (n >= 1024 && i < UNITS.length - 1) { n /= 1024; i++; }
+    return (i === 0 ? String(Math.round(n)) : n.toFixed(n >= 100 ? 0 : 1)) + " " + UNITS[i];
+  }
+  function ago(iso) {
+    if (!iso) return "never";
+    var s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+    if (s < 60) return s + " s ago";
+    if (s < 3600) return Math.floor(s / 60) + " min ago";
+    return Math.floor(s / 3600) + " h ago";
+  }
+
+  // ---- API calls and the token prompt ----------------------------------------------
+  var authWait = null;
+  var authDone = null;
+
+  /** Shows the token prompt; resolves once a token is entered. */
+  function askToken(message) {
+    var msg = $("auth-error");
+    msg.textContent = message || "";
+    msg.hidden = !message;
+    if (!authWait) {
+      authWait = new Promise(function (resolve) { authDone = resolve; });
+      $("auth").hidden = false;
+      var input = $("auth-token");
+      input.value = "";
+      input.focus();
+    }
+    return authWait;
+  }
+
+  $("auth-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var value = $("auth-token").value.trim();
+    if (!value) return;
+    token = value;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $("auth").hidden = true;
+    var done = authDone;
+    authWait = null;
+    authDone = null;
+    done();
+  });
+
+  /** One API call; returns parsed JSON (or text), throws Error(api's "error" message). */
+  async function api(method, path, body) {
+    for (;;) {
+      var sent = token;
+      var headers = {};
+      if (sent) headers.authorization = "Bearer " + sent;
+      var init = { method: method, headers: headers, cache: "no-store" };
+      if (body !== undefined) {
+        headers["content-type"] = "application/json";
+        init.body = JSON.stringify(body);
+      }
+      var res = await fetch(path, init);
+      if (res.status === 401) {
+        if (token !== sent) continue; // a new token came in while this call was out
+        if (sent) sessionStorage.removeItem(TOKEN_KEY);
+        await askToken(sent ? "That token was refused. Try again." : "");
+        continue;
+      }
+      if (res.status === 204) return null;
+      var text = await res.text();
+      var data = text;
+      if ((res.headers.get("content-type") || "").indexOf("json") !== -1 && text) {
+        try { data = JSON.parse(text); } catch (e) { /* keep the text */ }
+      }
+      if (!res.ok) {
+        var why = data && typeof data === "object" && data.error ? data.error : res.status + " " + res.statusText;
+        throw new Error(why);
+      }
+      return data;
+    }
+  }
+
+  // ---- messages ---------------------------------------------------------------------
+  var noticeTimer = 0;
+  function notice(kind, text) {
+    var box = $("notice");
+    box.className = "notice " + kind;
+    $("notice-text").textContent = text;
+    box.hidden = false;
+    clearTimeout(noticeTimer);
+    noticeTimer = setTimeout(function () { box.hidden = true; }, kind === "error" ? 12000 : 4000);
+  }
+  $("notice-close").addEventListener("click", function () { $("notice").hidden = true; });
+
+  function setLive(ok, why) {
+    var live = $("live");
+    live.classList.toggle("down", !ok);
+    if (ok) {
+      lastOk = Date.now();
+      $("live-text").textContent = "live · " + new Date(lastOk).toLocaleTimeString();
+    } else {
+      $("live-text").textContent = "API unreachable: " + why;
+    }
+  }
+
+  // ---- backends table -----------------------------------------------------------------
+  function cell(tr, label, cls) {
+    var td = el("td", cls);
+    td.setAttribute("data-label", label);
+    tr.appendChild(td);
+    return td;
+  }
+
+  function makeRow(b) {
+    var tr = el("tr");
+    tr.setAttribute("data-address", b.address);
+    var r = { tr: tr, weight: b.weight };
+
+    var name = cell(tr, "Backend", "backend");
+    name.appendChild(el("span", "addr", b.address));
+    r.source = el("span", "badge", b.source);
+    name.appendChild(r.source);
+
+    r.status = el("span", "pill");
+    cell(tr, "Status").appendChild(r.status);
+
+    var form = el("form", "weight");
+    r.weightInput = el("input");
+    r.weightInput.type = "number";
+    r.weightInput.min = "1";
+    r.weightInput.step = "1";
+    r.weightInput.required = true;
+    r.weightInput.setAttribute("aria-label", "Weight of " + b.address);
+    r.weightInput.value = String(b.weight);
+    var setBtn = el("button", "small", "Set");
+    setBtn.type = "submit";
+    form.appendChild(r.weightInput);
+    form.appendChild(setBtn);
+    r.weightInput.addEventListener("input", function () {
+      form.classList.toggle("dirty", r.weightInput.value !== String(r.weight));
+    });
+    form.addEventListener("submit", async function (ev) {
+      ev.preventDefault();
+      var w = Number(r.weightInput.value);
+      setBtn.disabled = true;
+      try {
+        var updated = await api("PUT", "/backends/" + encodeURIComponent(b.address), { weight: w });
+        r.weight = updated.weight;
+        form.classList.remove("dirty");
+        notice("ok", "Weight of " + b.address + " is now " + updated.weight + ".");
+        refreshBackends();
+      } catch (e) {
+        notice("error", "Could not change the weight of " + b.address + ": " + e.message);
+      } finally {
+        setBtn.disabled = false;
+      }
+    });
+    cell(tr, "Weight").appendChild(form);
+
+    r.active = cell(tr, "Active", "num");
+    r.total = cell(tr, "Total", "num");
+    r.failed = cell(tr, "Failed", "num");
+    r.bin = cell(tr, "Bytes in", "num");
+    r.bout = cell(tr, "Bytes out", "num");
+    r.checked = cell(tr, "Last check", "when");
+    r.error = cell(tr, "Last error", "lasterr");
+
+    var actions = cell(tr, "Actions", "actions");
+    // ADMIN STATE CONTROLS: drain / maint / ready (PUT /backends/{address} {"state": ...})
+    // go in this slot, one per row, before the remove button.
+    var adminSlot = el("span", "admin-state-slot");
+    adminSlot.setAttribute("data-slot", "admin-state");
+    actions.appendChild(adminSlot);
+    if (b.source === "api") {
+      var rm = el("button", "small danger", "Remove");
+      rm.type = "button";
+      rm.setAttribute("aria-label", "Remove " + b.address);
+      var armed = 0;
+      rm.addEventListener("click", async function () {
+        if (!armed) {
+          rm.textContent = "Confirm remove";
+          rm.classList.add("armed");
+          armed = setTimeout(function () { armed = 0; rm.textContent = "Remove"; rm.classList.remove("armed"); }, 4000);
+          return;
+        }
+        clearTimeout(armed);
+        armed = 0;
+        rm.disabled = true;
+        try {
+          await api("DELETE", "/backends/" + encodeURIComponent(b.address));
+          notice("ok", "Removed " + b.address + ".");
+          refreshBackends();
+        } catch (e) {
+          notice("error", "Could not remove " + b.address + ": " + e.message);
+          rm.disabled = false;
+          rm.textContent = "Remove";
+          rm.classList.remove("armed");
+        }
+      });
+      actions.appendChild(rm);
+    } else {
+      actions.appendChild(el("span", "owned", "via " + b.source));
+    }
+    return r;
+  }
+
+  function updateRow(r, b) {
+    r.status.textContent = b.status;
+    r.status.className = "pill " + b.status;
+    r.tr.className = "st-" + b.status;
+    r.source.className = "badge src-" + b.source;
+    r.weight = b.weight;
+    var input = r.weightInput;
+    if (document.activeElement !== input && !input.form.classList.contains("dirty")) input.value = String(b.weight);
+    r.active.textContent = count(b.active_connections);
+    r.total.textContent = count(b.total_connections);
+    r.failed.textContent = count(b.failed_connections);
+    r.failed.classList.toggle("bad", b.failed_connections > 0);
+    r.bin.textContent = bytes(b.bytes_in);
+    r.bout.textContent = bytes(b.bytes_out);
+    r.checked.textContent = ago(b.last_checked_at);
+    r.checked.title = b.last_checked_at || "";
+    r.error.textContent = b.last_error || "";
+    r.error.title = b.last_error || "";
+  }
+
+  function renderBackends(list) {
+    list.sort(function (a, b) { return a.address < b.address ? -1 : a.address > b.address ? 1 : 0; });
+    var tbody = $("rows");
+    var seen = new Set();
+    var up = 0, active = 0;
+    list.forEach(function (b, i) {
+      seen.add(b.address);
+      var r = rows.get(b.address);
+      if (!r) { r = makeRow(b); rows.set(b.address, r); }
+      updateRow(r, b);
+      // Moving a node blurs it: only move rows that are out of place.
+      if (tbody.children[i] !== r.tr) tbody.insertBefore(r.tr, tbody.children[i] || null);
+      if (b.status === "up") up++;
+      active += b.active_connections;
+    });
+    rows.forEach(function (r, address) {
+      if (!seen.has(address)) { r.tr.remove(); rows.delete(address); }
+    });
+    $("empty").hidden = list.length !== 0;
+    $("tile-up").textContent = up + " / " + list.length;
+    $("tile-up-sub").textContent = list.length - up === 0 ? "all up" : (list.length - up) + " not up";
+    $("tile-up-card").classList.toggle("warn", list.length > 0 && up < list.length);
+    $("tile-up-card").classList.toggle("bad", list.length > 0 && up === 0);
+    $("tile-active").textContent = count(active);
+  }
+
+  async function refreshBackends() {
+    try {
+      renderBackends(await api("GET", "/backends"));
+      setLive(true);
+    } catch (e) {
+      setLive(false, e.message);
+    }
+  }
+
+  // ---- add form ---------------------------------------------------------------------
+  $("add-form").addEventListener("submit", async function (ev) {
+    ev.preventDefault();
+    var address = $("add-address").value.trim();
+    var weight = Number($("add-weight").value || "1");
+    var btn = $("add-button");
+    btn.disabled = true;
+    try {
+      var added = await api("POST", "/backends", { address: address, weight: weight });
+      $("add-address").value = "";
+      $("add-weight").value = "1";
+      notice("ok", "Added " + added.address + " with weight " + added.weight + ".");
+      await refreshBackends();
+    } catch (e) {
+      notice("error", "Could not add " + (address || "a backend") + ": " + e.message);
+    } finally {
+      btn.disabled = false;
+    }
+  });
+
+  // ---- rates and charts ---------------------------------------------------------------
+  function parseTotals(text) {
+    var totals = { c: 0, bi: 0, bo: 0 };
+    var lines = text.split("\n");
+    for (var i = 0; i < lines.length; i++) {
+      var line = lines[i];
+      if (line.charAt(0) === "#" || line === "") continue;
+      var end = line.search(/[{ ]/);
+      var key = METRICS[line.slice(0, end)];
+      if (!key) continue;
+      var value = parseFloat(line.slice(line.lastIndexOf(" ") + 1));
+      if (isFinite(value)) totals[key] += value;
+    }
+    return totals;
+  }
+
+  function addSample(s) {
+    if (samples.length && s.t <= samples[samples.length - 1].t) return;
+    samples.push(s);
+    var cutoff = s.t - WINDOW_MS;
+    // Keep one sample older than the window: the first rate inside it needs it.
+    while (samples.length > 2 && samples[1].t < cutoff) samples.shift();
+  }
+
+  /** Rates between consecutive samples; a counter that went down (restart, removal) counts 0. */
+  function series() {
+    var x = [], c = [], bi = [], bo = [];
+    for (var i = 1; i < samples.length; i++) {
+      var a = samples[i - 1], b = samples[i];
+      var dt = (b.t - a.t) / 1000;
+      if (dt <= 0) continue;
+      x.push(b.t / 1000);
+      c.push(Math.max(0, b.c - a.c) / dt);
+      bi.push(Math.max(0, b.bi - a.bi) / dt);
+      bo.push(Math.max(0, b.bo - a.bo) / dt);
+    }
+    return { x: x, c: c, bi: bi, bo: bo };
+  }
+
+  function css(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
+
+  function chartOpts(el, seriesDefs, fmt) {
+    var axis = { stroke: css("--muted"), grid: { stroke: css("--grid"), width: 1 }, ticks: { stroke: css("--grid"), width: 1 }, font: "11px " + css("--font") };
+    return {
+      width: Math.max(200, el.clientWidth),
+      height: 190,
+      padding: [8, 8, 0, 0],
+      cursor: { drag: { x: false, y: false } },
+      legend: { live: true },
+      scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, max > 0 ? max * 1.15 : 1]; } } },
+      axes: [
+        Object.assign({}, axis),
+        Object.assign({}, axis, { size: 64, values: function (u, vals) { return vals.map(fmt); } })
+      ],
+      series: [{}].concat(seriesDefs.map(function (d) {
+        return { label: d.label, stroke: d.color, width: 2, fill: d.fill, points: { show: false }, value: function (u, v) { return v === null || v === undefined ? "–" : fmt(v); } };
+      }))
+    };
+  }
+
+  function makeCharts() {
+    var connEl = $("chart-conn"), bytesEl = $("chart-bytes");
+    var conn = new uPlot(chartOpts(connEl, [{ label: "connections/s", color: css("--accent"), fill: css("--accent-fill") }], rate), [[], []], connEl);
+    var bps = function (v) { return bytes(v) + "/s"; };
+    var bytesChart = new uPlot(chartOpts(bytesEl, [
+      { label: "in (client → backend)", color: css("--in"), fill: css("--in-fill") },
+      { label: "out (backend → client)", color: css("--out"), fill: css("--out-fill") }
+    ], bps), [[], [], []], bytesEl);
+    var ro = new ResizeObserver(function () {
+      conn.setSize({ width: Math.max(200, connEl.clientWidth), height: 190 });
+      bytesChart.setSize({ width: Math.max(200, bytesEl.clientWidth), height: 190 });
+    });
+    ro.observe(connEl);
+    ro.observe(bytesEl);
+    return { conn: conn, bytes: bytesChart };
+  }
+
+  function drawCharts() {
+    var s = series();
+    if (!charts) charts = makeCharts();
+    charts.conn.setData([s.x, s.c]);
+    charts.bytes.setData([s.x, s.bi, s.bo]);
+    var n = s.x.length;
+    $("tile-cps").textContent = n ? rate(s.c[n - 1]) : "–";
+    $("tile-bps").textContent = n ? bytes(s.bi[n - 1] + s.bo[n - 1]) + "/s" : "–";
+    $("tile-bps-sub").textContent = n ? "in " + bytes(s.bi[n - 1]) + "/s · out " + bytes(s.bo[n - 1]) + "/s" : "";
+    var last = samples[samples.length - 1];
+    if (last) $("tile-total").textContent = count(last.c);
+    var span = n ? Math.round((s.x[n - 1] - s.x[0]) / 60) : 0;
+    $("chart-span").textContent = span >= 15 ? "last 15 min" : "last " + (span < 1 ? "minute" : span + " min") + " (up to 15)";
+  }
+
+  async function refreshRates() {
+    try {
+      var text = await api("GET", "/metrics");
+      addSample(Object.assign({ t: Date.now() }, parseTotals(text)));
+      drawCharts();
+    } catch (e) {
+      setLive(false, e.message);
+    }
+  }
+
+  async function loadHistory() {
+    try {
+      var h = await api("GET", "/dashboard/history.json");
+      h.samples.forEach(function (s) { addSample({ t: s.t, c: s.connections, bi: s.bytes_in, bo: s.bytes_out }); });
+    } catch (e) {
+      notice("error", "Could not load the last 15 minutes: " + e.message);
+    }
+  }
+
+  // ---- main loop ----------------------------------------------------------------------
+  async function tick() {
+    await Promise.all([refreshBackends(), refreshRates()]);
+    setTimeout(tick, POLL_MS);
+  }
+
+  (async function main() {
+    await refreshBackends();
+    await loadHistory();
+    drawCharts();
+    tick();
+  })();
+})();
+`;
