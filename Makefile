@@ -15,7 +15,8 @@ SOURCES := $(shell find src -name '*.ts' ! -name '*.test.ts') tsconfig.json tsco
 run: build
 	@node demo/backends.ts & demo=$$!; \
 	trap 'kill $$demo 2>/dev/null || true' EXIT; \
-	echo "GoBalancer on :8080 (API on 127.0.0.1:8081). Try: curl localhost:8080   Stop: Ctrl-C"; \
+	echo "GoBalancer on :8080. Try: curl localhost:8080"; \
+	echo "Dashboard: http://127.0.0.1:8081/   Metrics: curl localhost:8081/metrics   Stop: Ctrl-C"; \
 	node dist/cli.js --config $${CONFIG:-config/config.yaml}
 
 # End-to-end suites that start gobalancer: run once per data path (data-path.test.ts
