@@ -4,6 +4,7 @@
 // they were. The API runs in-process on a real socket, with a real state file.
 import assert from "node:assert/strict";
 import http from "node:http";
+import net from "node:net";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -168,5 +169,40 @@ describe("fuzz: the REST API", () => {
       300,
     );
     t.diagnostic(`statuses ${JSON.stringify(Object.fromEntries([...seen].sort((a, b) => a[0] - b[0])))}`);
+  });
+
+  it("raw bytes on the socket: a 4xx or a closed connection, and the API still serves", async (t) => {
+    const line = fc.constantFrom("GET /health HTTP/1.1", "POST /backends HTTP/1.1", "DELETE /backends/10.0.0.4%3A3000 HTTP/1.1", "GET / HTTP/9.9", "GET /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked", "GET /health HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6", "PRI * HTTP/2.0", "\x16\x03\x01\x02\x00\x01");
+    const raw = fc.tuple(fc.option(line), fc.oneof(fc.string({ maxLength: 80 }), fc.uint8Array({ maxLength: 80 }).map((b) => Buffer.from(b).toString("latin1"))), fc.boolean()).map(([start, rest, crlf]) => Buffer.from(`${start ?? ""}${crlf ? "\r\n" : ""}${rest}${crlf ? "\r\n\r\n" : ""}`, "latin1"));
+    const exchange = (bytes: Buffer) =>
+      new Promise<string>((resolve, reject) => {
+        const chunks: Buffer[] = [];
+        const socket = net.connect(port, "127.0.0.1", () => socket.end(bytes)); // half-close: nothing more is coming
+        socket.on("data", (c: Buffer) => chunks.push(c));
+        socket.on("error", () => {}); // a reset is a refusal too
+        socket.on("close", () => resolve(Buffer.concat(chunks).toString("latin1")));
+        socket.setTimeout(5000, () => {
+          socket.destroy();
+          reject(new Error(`connection held for 5 s after ${JSON.stringify(bytes.toString("latin1"))}`));
+        });
+      });
+    const rawSeen = new Map<string, number>();
+    await checkProperty(
+      t,
+      "REST API raw bytes",
+      fc.asyncProperty(raw, async (bytes) => {
+        const [beforeBackends, beforeState] = [backends(), stateBytes()];
+        const answer = await exchange(bytes);
+        const first = /^HTTP\/1\.[01] (\d{3})/.exec(answer)?.[1] ?? "closed";
+        rawSeen.set(first, (rawSeen.get(first) ?? 0) + 1);
+        for (const m of answer.matchAll(/HTTP\/1\.[01] (\d{3})/g)) assert.ok(Number(m[1]) < 500, `${m[1]} for ${JSON.stringify(bytes.toString("latin1"))}`);
+        assert.equal(backends(), beforeBackends);
+        assert.equal(stateBytes(), beforeState);
+      }),
+      200,
+    );
+    t.diagnostic(`first answers ${JSON.stringify(Object.fromEntries(rawSeen))}`);
+    const health = await send(port, { method: "GET", path: "/health", contentType: undefined, auth: undefined, body: null, lengthLie: null });
+    assert.equal(health.status, 200);
   });
 });
