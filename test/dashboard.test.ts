@@ -142,13 +142,18 @@ describe("dashboard page", () => {
       await fetch(`${lb.api}/backends`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ address: three.address, weight: 2 }) });
       const payload = "x".repeat(64 * 1024);
       const until = Date.now() + 60_000;
-      for (let round = 0; Date.now() < until; round++) {
-        const burst = 5 + Math.round(20 * (1 + Math.sin(round / 6)));
-        await Promise.all(Array.from({ length: burst }, () => request(lb.port, payload)));
-        await new Promise((r) => setTimeout(r, 300));
-      }
-      await new Promise((r) => setTimeout(r, 2500));
+      const load = (async () => {
+        for (let round = 0; Date.now() < until; round++) {
+          const burst = 5 + Math.round(20 * (1 + Math.sin(round / 6)));
+          await Promise.all(Array.from({ length: burst }, () => request(lb.port, payload)));
+          await new Promise((r) => setTimeout(r, 300));
+        }
+      })();
+      // Taken while traffic still flows, so the live figures are not zero.
+      await new Promise((r) => setTimeout(r, until - Date.now() - 3000));
+      await page.mouse.move(0, 0);
       await page.screenshot({ path: path.resolve(REPO, SCREENSHOT), fullPage: true });
+      await load;
     }
 
     // A narrow window shows each backend as a card, still with every value.

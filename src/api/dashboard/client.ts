@@ -373,10 +373,10 @@ export const CLIENT_JS = String.raw`
       scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, max > 0 ? max * 1.15 : 1]; } } },
       axes: [
         Object.assign({}, axis),
-        Object.assign({}, axis, { size: 64, values: function (u, vals) { return vals.map(fmt); } })
+        Object.assign({}, axis, { size: 78, values: function (u, vals) { return vals.map(fmt); } })
       ],
       series: [{}].concat(seriesDefs.map(function (d) {
-        return { label: d.label, stroke: d.color, width: 2, fill: d.fill, points: { show: false }, value: function (u, v) { return v === null || v === undefined ? "–" : fmt(v); } };
+        return { label: d.label, stroke: d.color, width: 2, dash: d.dash, fill: d.fill, points: { show: false }, value: function (u, v) { return v === null || v === undefined ? "–" : fmt(v); } };
       }))
     };
   }
@@ -386,8 +386,9 @@ export const CLIENT_JS = String.raw`
     var conn = new uPlot(chartOpts(connEl, [{ label: "connections/s", color: css("--accent"), fill: css("--accent-fill") }], rate), [[], []], connEl);
     var bps = function (v) { return bytes(v) + "/s"; };
     var bytesChart = new uPlot(chartOpts(bytesEl, [
-      { label: "in (client → backend)", color: css("--in"), fill: css("--in-fill") },
-      { label: "out (backend → client)", color: css("--out"), fill: css("--out-fill") }
+      // "in" is drawn last and dashed: with echo-like traffic the two lines coincide.
+      { label: "out (backend → client)", color: css("--out"), fill: css("--out-fill") },
+      { label: "in (client → backend)", color: css("--in"), fill: css("--in-fill"), dash: [6, 4] }
     ], bps), [[], [], []], bytesEl);
     var ro = new ResizeObserver(function () {
       conn.setSize({ width: Math.max(200, connEl.clientWidth), height: 190 });
@@ -402,7 +403,7 @@ export const CLIENT_JS = String.raw`
     var s = series();
     if (!charts) charts = makeCharts();
     charts.conn.setData([s.x, s.c]);
-    charts.bytes.setData([s.x, s.bi, s.bo]);
+    charts.bytes.setData([s.x, s.bo, s.bi]);
     var n = s.x.length;
     $("tile-cps").textContent = n ? rate(s.c[n - 1]) : "–";
     $("tile-bps").textContent = n ? bytes(s.bi[n - 1] + s.bo[n - 1]) + "/s" : "–";

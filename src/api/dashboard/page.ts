@@ -123,7 +123,9 @@ h2 .span { text-transform: none; letter-spacing: 0; font-weight: 500; margin-lef
 .charts { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 16px; }
 .chart { width: 100%; min-height: 190px; }
 .uplot { font-family: var(--font); }
-.u-legend { font-size: 12px; color: var(--muted); text-align: left; }
+.u-legend { font-size: 12px; color: var(--muted); text-align: left; margin-top: 4px; }
+.u-legend th { font-weight: 550; }
+.u-legend .u-value { font-variant-numeric: tabular-nums; color: var(--text); }
 .u-legend .u-marker { border-radius: 3px; }
 
 .card-head { display: flex; align-items: center; justify-content: space-between; gap: 12px; flex-wrap: wrap; margin-bottom: 10px; }
@@ -146,11 +148,11 @@ button.danger:hover, button.danger.armed { background: var(--down); color: #fff;
 .notice .close { background: none; border: none; color: inherit; padding: 0 4px; font-size: 18px; line-height: 1; }
 
 .table-wrap { overflow-x: auto; }
-table { width: 100%; border-collapse: collapse; font-size: 13px; }
-th { text-align: left; font-size: 11.5px; font-weight: 650; color: var(--muted); text-transform: uppercase; letter-spacing: 0.04em; padding: 8px 10px; border-bottom: 1px solid var(--line); white-space: nowrap; }
-td { padding: 9px 10px; border-bottom: 1px solid var(--line); vertical-align: middle; }
-tbody tr:last-child td { border-bottom: none; }
-tbody tr:hover td { background: var(--grid); }
+.table-wrap table { width: 100%; border-collapse: collapse; font-size: 13px; }
+.table-wrap th { text-align: left; font-size: 11.5px; font-weight: 650; color: var(--muted); text-transform: uppercase; letter-spacing: 0.04em; padding: 8px 10px; border-bottom: 1px solid var(--line); white-space: nowrap; }
+.table-wrap td { padding: 9px 10px; border-bottom: 1px solid var(--line); vertical-align: middle; }
+.table-wrap tbody tr:last-child td { border-bottom: none; }
+.table-wrap tbody tr:hover td { background: var(--grid); }
 tr.st-down td:first-child { box-shadow: inset 3px 0 0 var(--down); }
 tr.st-draining td:first-child { box-shadow: inset 3px 0 0 var(--drain); }
 .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
@@ -193,11 +195,11 @@ td.bad { color: var(--down); font-weight: 600; }
   .add, .add #add-address { width: 100%; }
   .add #add-address { flex: 1 1 160px; }
   /* The table becomes one card per backend, each value under its column's name. */
-  table, tbody, tr, td { display: block; }
-  thead { display: none; }
-  tbody tr { border: 1px solid var(--line); border-radius: 8px; margin-bottom: 10px; padding: 6px 0; }
-  td { display: flex; justify-content: space-between; align-items: center; gap: 12px; border: none; padding: 4px 12px; text-align: right; }
-  td::before { content: attr(data-label); color: var(--muted); font-size: 12px; text-align: left; }
+  .table-wrap table, .table-wrap tbody, .table-wrap tr, .table-wrap td { display: block; }
+  .table-wrap thead { display: none; }
+  .table-wrap tbody tr { border: 1px solid var(--line); border-radius: 8px; margin-bottom: 10px; padding: 6px 0; }
+  .table-wrap td { display: flex; justify-content: space-between; align-items: center; gap: 12px; border: none; padding: 4px 12px; text-align: right; }
+  .table-wrap td::before { content: attr(data-label); color: var(--muted); font-size: 12px; text-align: left; }
   td.backend { font-size: 14px; }
   .lasterr { max-width: none; white-space: normal; }
   tr.st-down td:first-child, tr.st-draining td:first-child { box-shadow: none; }
