@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import type { ContainerInspectInfo } from "dockerode";
 import { MAX_WEIGHT } from "../config/schema.ts";
 import { parseHostPort } from "../pool/address.ts";
@@ -53,7 +54,8 @@ export function factsFromInspect(info: ContainerInspectInfo): ContainerFacts {
   );
   return {
     id: info.Id,
-    name: info.Name.replace(/^\//, ""),
+    // A name is always there from a real engine; anything else says nothing useful.
+    name: typeof info.Name === "string" ? info.Name.replace(/^\//, "") : info.Id,
     labels: info.Config?.Labels ?? {},
     running: info.State?.Running === true,
     paused: info.State?.Paused === true,
@@ -108,6 +110,8 @@ export function judge(c: ContainerFacts, opts: JudgeOptions): Verdict {
   const ip = network.ipv4 || network.ipv6;
   // network_mode host/none/container:… report a network without an address.
   if (!ip) return { kind: "skip", warning: `has no IP address on network "${network.name}"` };
+  // The engine reports IP literals; anything else is skipped with its reason, not thrown.
+  if (isIP(ip) !== (network.ipv4 ? 4 : 6)) return { kind: "skip", warning: `has an IP address on network "${network.name}" that is not one: ${JSON.stringify(ip)}` };
   const address = parseHostPort(network.ipv4 ? `${ip}:${port}` : `[${ip}]:${port}`);
   return { kind: "backend", backend: { address, weight }, network: network.name, ...(warning ? { warning } : {}) };
 }

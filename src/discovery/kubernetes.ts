@@ -82,15 +82,20 @@ export function choosePort(ports: readonly SlicePort[], wanted: string): { port:
   const tcp = ports.filter((p): p is SlicePort & { port: number } => p.protocol === "TCP" && p.port !== undefined);
   const list = tcp.map((p) => (p.name ? `${p.name}=${p.port}` : String(p.port))).join(", ");
   if (wanted === "") {
-    if (tcp.length === 1) return { port: tcp[0]!.port };
+    if (tcp.length === 1) return checkedPort(tcp[0]!.port);
     if (tcp.length === 0) return { problem: "has no TCP port" };
     return { problem: `has several TCP ports (${list}); set discovery.kubernetes.port to pick one` };
   }
   // Port names must contain a letter (IANA_SVC_NAME), so an all-digit value is a number.
   const byNumber = /^\d+$/.test(wanted);
   const match = tcp.find((p) => (byNumber ? p.port === Number(wanted) : p.name === wanted));
-  if (match) return { port: match.port };
+  if (match) return checkedPort(match.port);
   return { problem: `has no TCP port ${byNumber ? "numbered" : "named"} ${wanted} (ports: ${list || "none"})` };
+}
+
+/** The API server validates ports; a slice that got past it with a bad one is skipped, not thrown on. */
+function checkedPort(port: number): { port: number } | { problem: string } {
+  return Number.isInteger(port) && port >= 1 && port <= 65535 ? { port } : { problem: `has TCP port ${JSON.stringify(port)}, not 1-65535` };
 }
 
 /** The desired set for one Service, and why any slice contributed nothing (by slice name). */
