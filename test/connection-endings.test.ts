@@ -136,7 +136,8 @@ interface Row {
   backend: "fin" | "rst" | "none" | "self";
   backendBehaviour?: (s: net.Socket) => void;
   /** Backends that are not tracked servers. */
-  backendAddress?: () => Promise<string>;
+  /** Backends that are not tracked servers; null for none at all. */
+  backendAddress?: () => Promise<string | null>;
   extra?: Record<string, unknown>;
   /** Does what ends the connection; resolves with the moment it did. */
   act(client: Ending, backend: () => Ending | undefined): Promise<number>;
@@ -249,6 +250,14 @@ const rows: Row[] = [
     },
   },
   {
+    name: "no backend at all",
+    termination: "no_backend",
+    client: "fin",
+    backend: "none",
+    backendAddress: async () => null,
+    act: async () => at(),
+  },
+  {
     name: "max_connections refusal",
     termination: "limit",
     client: "fin",
@@ -268,7 +277,7 @@ for (const workers of [1, 2]) {
       it(row.name, async () => {
         const tracked = await trackedBackend(row.backendBehaviour);
         const address = row.backendAddress ? await row.backendAddress() : tracked.server.address;
-        const lb = await balancerFor(workers, [address], row.extra);
+        const lb = await balancerFor(workers, address === null ? [] : [address], row.extra);
         await settle(200); // the first health probes are done
         const baseline = descriptors(lb);
         await row.lb?.(lb);
@@ -295,8 +304,8 @@ for (const workers of [1, 2]) {
         assert.equal(lines[0]!.termination, row.termination);
         if (row.name !== "max_connections refusal") {
           await waitFor(() => descriptors(lb) <= baseline, 1000, `descriptors back to ${baseline}`);
-          const [info] = await apiGet<Array<{ active_connections: number }>>(lb, "/backends");
-          assert.equal(info!.active_connections, 0, "active_connections back to 0");
+          const list = await apiGet<Array<{ active_connections: number }>>(lb, "/backends");
+          for (const info of list) assert.equal(info.active_connections, 0, "active_connections back to 0");
         }
       });
     }
@@ -347,7 +356,10 @@ describe("connection endings", () => {
       assert.equal(reply, `hello ${i}`);
     }
     await waitFor(() => accessLines(lb).length === 4, 3000, "four access-log lines");
-    const terminations = accessLines(lb).map((l) => l.termination);
-    assert.deepEqual(terminations, ["client_fin", "client_fin", "client_fin", "client_fin"]);
+    const lines = accessLines(lb);
+    assert.deepEqual(lines.map((l) => l.termination), ["client_fin", "client_fin", "client_fin", "client_fin"]);
+    // Round robin sends every other client to the refused backend first: two attempts.
+    assert.deepEqual(lines.map((l) => l.attempts).sort(), [1, 1, 2, 2]);
+    for (const l of lines) assert.equal(l.backend, tracked.server.address, "the line names the backend that served");
   });
 });
