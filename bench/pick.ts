@@ -22,7 +22,8 @@
  */
 import os from "node:os";
 import { constants, monitorEventLoopDelay, PerformanceObserver, type PerformanceEntry } from "node:perf_hooks";
-import { createPicker, type Picker, type PickerContext } from "../src/balance/picker.ts";
+import type { Picker, PickerContext } from "../src/balance/picker.ts";
+import { createPicker } from "../src/balance/registry.ts";
 import { IpHashPicker } from "../src/balance/ip-hash.ts";
 import type { Algorithm } from "../src/config/schema.ts";
 import type { BackendView } from "../src/pool/pool.ts";

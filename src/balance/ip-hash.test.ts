@@ -7,7 +7,8 @@ import type { BackendView } from "../pool/pool.ts";
 import { seededRandom } from "../../test/seeded-random.ts";
 import { parseIp } from "./hash.ts";
 import { IpHashPicker } from "./ip-hash.ts";
-import { createPicker, type PickerContext } from "./picker.ts";
+import type { PickerContext } from "./picker.ts";
+import { createPicker } from "./registry.ts";
 
 const ctx: PickerContext = { active: new Int32Array(16) };
 const views = (n: number, weight: (i: number) => number = () => 1): BackendView[] =>

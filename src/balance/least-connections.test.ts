@@ -5,7 +5,8 @@ import { parseHostPort } from "../pool/address.ts";
 import { CounterTable, CounterView } from "../pool/counters.ts";
 import { BackendPool, type BackendView } from "../pool/pool.ts";
 import { LeastConnectionsPicker } from "./least-connections.ts";
-import { createPicker, type Picker } from "./picker.ts";
+import type { Picker } from "./picker.ts";
+import { createPicker } from "./registry.ts";
 import { seededRandom } from "../../test/seeded-random.ts";
 
 const views = (weights: number[]): BackendView[] =>

@@ -1,9 +1,7 @@
-import type { Algorithm } from "../config/schema.ts";
 import type { BackendView } from "../pool/pool.ts";
-import { IpHashPicker } from "./ip-hash.ts";
-import { LeastConnectionsPicker } from "./least-connections.ts";
-import { RoundRobinPicker } from "./round-robin.ts";
-import { WeightedPicker } from "./weighted.ts";
+
+// The interfaces only: which picker serves which algorithm is registry.ts's, so that
+// this file imports none of them (the pickers import it).
 
 /**
  * Chooses a backend for one new connection. Built from a snapshot's routable backends
@@ -52,43 +50,4 @@ export interface PickerContext {
   readonly schedule?: (task: () => void) => void;
   /** Monotonic milliseconds, for time-slicing background work. Default: performance.now. */
   readonly now?: () => number;
-}
-
-/**
- * Builds the picker for `algorithm`. `previous` is the picker of the last snapshot, so
- * state that should survive a change (a round-robin cursor, an ip_hash table and its
- * build in progress) can carry over.
- */
-export function createPicker(
-  algorithm: Algorithm,
-  routable: readonly BackendView[],
-  context: PickerContext,
-  previous?: Picker,
-): Picker {
-  switch (algorithm) {
-    case "round_robin":
-      return new RoundRobinPicker(routable, context.tickets, context.ticketIndex);
-    case "weighted":
-      // Reuse the previous picker's arrays (the sequence restarts either way).
-      if (previous instanceof WeightedPicker) {
-        previous.update(routable);
-        return previous;
-      }
-      return new WeightedPicker(routable);
-    case "least_connections":
-      // Move the changed backends in place: a change costs O(changes), not a rebuild.
-      if (previous instanceof LeastConnectionsPicker && previous.sharesCounts(context.active) && previous.fits(routable.length)) {
-        previous.update(routable);
-        return previous;
-      }
-      return new LeastConnectionsPicker(routable, context);
-    case "ip_hash":
-      // The table and any build in progress live in the picker: update it in place so a
-      // change at a million backends does not start over from an empty table.
-      if (previous instanceof IpHashPicker) {
-        previous.update(routable);
-        return previous;
-      }
-      return new IpHashPicker(routable, context);
-  }
 }

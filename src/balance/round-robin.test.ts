@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { BackendView } from "../pool/pool.ts";
-import { createPicker } from "./picker.ts";
+import { createPicker } from "./registry.ts";
 
 const ctx = { active: new Int32Array(64) };
 const views = (n: number): BackendView[] => Array.from({ length: n }, (_, i) => ({ key: `10.0.0.${i}:80`, host: `10.0.0.${i}`, port: 80, weight: 1 + (i % 3), slot: i }));

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { BackendView } from "../pool/pool.ts";
-import { createPicker } from "./picker.ts";
+import { createPicker } from "./registry.ts";
 import { WeightedPicker } from "./weighted.ts";
 import { seededRandom } from "../../test/seeded-random.ts";
 

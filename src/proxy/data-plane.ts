@@ -1,6 +1,7 @@
 import net from "node:net";
 import type { Logger } from "pino";
-import { createPicker, type Picker, type PickerContext } from "../balance/picker.ts";
+import type { Picker, PickerContext } from "../balance/picker.ts";
+import { createPicker } from "../balance/registry.ts";
 import type { Algorithm } from "../config/schema.ts";
 import type { AccessLog } from "../log/access-log.ts";
 import { RateLimitedLog } from "../log/rate-limit.ts";
