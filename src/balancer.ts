@@ -59,6 +59,11 @@ export class Balancer {
       this.health.unwatch(change.removed);
       this.health.watch(change.added);
     });
+    // maint pauses a backend's health checks; leaving it starts them again.
+    this.pool.onAdminState((view, state, previous) => {
+      if (state === "maint") this.health.unwatch([view]);
+      else if (previous === "maint") this.health.watch([view]);
+    });
     // Failed client dials count toward `fall`; from threads they arrive by message.
     const onDialFailure = (backend: BackendView, reason: string) => this.health.reportPassiveFailure(backend.key, reason);
     this.dataPath = resolveDataPath(config.dataPath, logger);

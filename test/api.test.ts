@@ -34,6 +34,7 @@ const BACKEND_FIELDS = [
   "healthy",
   "last_checked_at",
   "last_error",
+  "state",
   "source",
   "status",
   "total_connections",
@@ -122,6 +123,7 @@ describe("REST API endpoints", () => {
       bytes_out: 0,
       last_checked_at: body[0]!.last_checked_at, // the health checker's business
       last_error: body[0]!.last_error,
+      state: "ready",
     });
   });
 
@@ -300,7 +302,8 @@ describe("REST API input validation", () => {
     { what: "fractional weight", method: "PUT", path: "/backends/127.0.0.1:7", body: '{"weight": 2.5}', status: 400, error: /^weight: must be an integer 1-1000$/ },
     { what: "body that is not an object", method: "POST", path: "/backends", body: '["127.0.0.1:8"]', status: 400, error: /^body: must be a JSON object$/ },
     { what: "missing address", method: "POST", path: "/backends", body: '{"weight": 2}', status: 400, error: /^address: is required$/ },
-    { what: "missing weight", method: "PUT", path: "/backends/127.0.0.1:7", body: "{}", status: 400, error: /^weight: is required$/ },
+    { what: "neither weight nor state", method: "PUT", path: "/backends/127.0.0.1:7", body: "{}", status: 400, error: /^body: give weight, state or both$/ },
+    { what: "an unknown state", method: "PUT", path: "/backends/127.0.0.1:7", body: '{"state": "off"}', status: 400, error: /^state: must be one of ready, drain, maint$/ },
     { what: "port 0", method: "POST", path: "/backends", body: json("127.0.0.1:0"), status: 400, error: /^address: port must be 1-65535 \(got "0"\)$/ },
     { what: "port 70000", method: "POST", path: "/backends", body: json("127.0.0.1:70000"), status: 400, error: /^address: port must be 1-65535 \(got "70000"\)$/ },
     { what: "no port", method: "POST", path: "/backends", body: json("127.0.0.1"), status: 400, error: /^address: "127.0.0.1" must be host:port$/ },

@@ -1,12 +1,26 @@
 import type { Logger } from "pino";
 import type { HostPort } from "../pool/address.ts";
-import type { BackendInfo, BackendPool, BackendView } from "../pool/pool.ts";
+import { PoolError, type AdminState, type BackendInfo, type BackendPool, type BackendView } from "../pool/pool.ts";
 import { StateFileError, type PersistedState, type StateStore } from "./state-file.ts";
 
 interface Entry {
   readonly address: HostPort;
   readonly weight: number;
 }
+
+interface StateEntry {
+  readonly address: HostPort;
+  readonly state: AdminState;
+}
+
+/** A PUT on a backend: a weight (null clears the API's override), an admin state, or both. */
+export interface BackendUpdate {
+  weight?: number | null;
+  state?: AdminState;
+}
+
+/** An API backend's weight when its override is cleared: the default, as for a POST without one. */
+const DEFAULT_WEIGHT = 1;
 
 interface Waiter {
   resolve(): void;
@@ -35,7 +49,9 @@ export class BackendChanges {
    * start-up, when discovery has not yet found it).
    */
   private readonly weights = new Map<string, Entry>();
-  private persisted: PersistedState = { backends: [], weights: [] };
+  /** Admin states other than ready, by address, kept like weights while a backend is absent. */
+  private readonly states = new Map<string, StateEntry>();
+  private persisted: PersistedState = { backends: [], weights: [], states: [] };
   private waiting: Waiter[] = [];
   private writing: Promise<void> | undefined;
 
@@ -62,10 +78,14 @@ export class BackendChanges {
     const state = await this.store.read();
     this.persisted = state;
     this.reset(state);
-    this.pool.onMembership((change) => this.applyWeights(change.added));
+    this.pool.onMembership((change) => this.applyRemembered(change.added));
     for (const b of state.backends) this.pool.add("api", b.address, b.weight);
-    if (state.backends.length > 0 || state.weights.length > 0) {
-      this.log.info({ state_file: this.store.path, backends: state.backends.length, weights: state.weights.length }, "api state restored");
+    this.applyRemembered(state.backends.map((b) => this.pool.get(b.address.key)).filter((i) => i !== undefined).map((i) => ({ key: i.address, weight: i.weight })));
+    if (state.backends.length > 0 || state.weights.length > 0 || (state.states ?? []).length > 0) {
+      this.log.info(
+        { state_file: this.store.path, backends: state.backends.length, weights: state.weights.length, states: (state.states ?? []).length },
+        "api state restored",
+      );
     }
   }
 
@@ -88,10 +108,41 @@ export class BackendChanges {
     return info;
   }
 
+  /**
+   * A weight and/or an admin state on any backend. A null weight clears the API's
+   * override: the owner's weight applies again (the default for an API backend).
+   * Throws PoolError "not_found" before changing anything.
+   */
+  async update(address: HostPort, change: BackendUpdate): Promise<BackendInfo> {
+    let info = this.pool.get(address.key);
+    if (!info) throw new PoolError("not_found", `backend ${address.key} not found`);
+    if (change.weight === null) {
+      if (this.added.has(address.key)) {
+        this.added.set(address.key, { address, weight: DEFAULT_WEIGHT });
+        info = this.pool.setWeight(address.key, DEFAULT_WEIGHT);
+      } else {
+        this.weights.delete(address.key);
+        info = this.pool.setWeight(address.key, undefined);
+      }
+    } else if (change.weight !== undefined) {
+      info = this.pool.setWeight(address.key, change.weight);
+      if (this.added.has(address.key)) this.added.set(address.key, { address, weight: change.weight });
+      else this.weights.set(address.key, { address, weight: change.weight });
+    }
+    if (change.state !== undefined) {
+      info = this.pool.setAdminState(address.key, change.state);
+      if (change.state === "ready") this.states.delete(address.key);
+      else this.states.set(address.key, { address, state: change.state });
+    }
+    await this.persist();
+    return this.pool.get(address.key) ?? info;
+  }
+
   /** Removes an API backend. Throws PoolError "not_found", or "owned" for others' backends. */
   async remove(address: HostPort): Promise<void> {
     this.pool.remove("api", address.key);
     this.added.delete(address.key);
+    if (!this.pool.has(address.key)) this.states.delete(address.key);
     // Still there: another source names it too. The API's word on it, weight included, is withdrawn.
     if (this.pool.has(address.key)) this.pool.setWeight(address.key, undefined);
     await this.persist();
@@ -103,20 +154,25 @@ export class BackendChanges {
   }
 
   private current(): PersistedState {
-    return { backends: [...this.added.values()], weights: [...this.weights.values()] };
+    return { backends: [...this.added.values()], weights: [...this.weights.values()], states: [...this.states.values()] };
   }
 
   private reset(state: PersistedState): void {
     this.added.clear();
     this.weights.clear();
+    this.states.clear();
     for (const b of state.backends) this.added.set(b.address.key, b);
     for (const w of state.weights) this.weights.set(w.address.key, w);
+    for (const s of state.states ?? []) this.states.set(s.address.key, s);
   }
 
-  private applyWeights(views: readonly BackendView[]): void {
+  /** Remembered weights and admin states apply to backends as they (re)appear. */
+  private applyRemembered(views: ReadonlyArray<Pick<BackendView, "key" | "weight">>): void {
     for (const view of views) {
       const remembered = this.weights.get(view.key);
       if (remembered && remembered.weight !== view.weight) this.pool.setWeight(view.key, remembered.weight);
+      const state = this.states.get(view.key);
+      if (state) this.pool.setAdminState(view.key, state.state);
     }
   }
 
@@ -167,5 +223,8 @@ export class BackendChanges {
     for (const key of new Set([...wanted.keys(), ...overridden.keys()])) {
       if (this.pool.has(key) && overridden.get(key) !== wanted.get(key)) this.pool.setWeight(key, wanted.get(key));
     }
+    const wantedStates = new Map<string, AdminState>((state.states ?? []).map((s) => [s.address.key, s.state]));
+    for (const { address } of this.pool.adminStates()) if (!wantedStates.has(address)) this.pool.setAdminState(address, "ready");
+    for (const [key, adminState] of wantedStates) if (this.pool.has(key)) this.pool.setAdminState(key, adminState);
   }
 }

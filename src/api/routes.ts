@@ -66,7 +66,7 @@ export const ROUTES = {
   updateBackend: {
     method: "PUT",
     url: "/backends/:address",
-    summary: "Change a backend's weight (any source; persisted to state_file)",
+    summary: "Change a backend's weight or admin state (any source; persisted to state_file)",
     params: backendParams,
     body: updateBackendBody,
     responses: {

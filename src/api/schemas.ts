@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { ADMIN_STATES } from "../pool/pool.ts";
 import { MAX_WEIGHT } from "../config/schema.ts";
 import { parseHostPort, type HostPort } from "../pool/address.ts";
 import type { BackendInfo } from "../pool/pool.ts";
@@ -40,8 +41,18 @@ export const addBackendBody = z
 export type AddBackendBody = z.output<typeof addBackendBody>;
 
 export const updateBackendBody = z
-  .strictObject({ weight }, jsonObject)
-  .meta({ id: "BackendUpdate", examples: [{ weight: 5 }] });
+  .strictObject(
+    {
+      weight: weight.nullable().optional().meta({ description: "New weight; null clears the API's override (the owner's weight applies again)" }),
+      state: z
+        .enum(ADMIN_STATES, { error: `must be one of ${ADMIN_STATES.join(", ")}` })
+        .optional()
+        .meta({ description: "ready: takes connections; drain: no new connections, open ones continue; maint: as drain, health checks paused" }),
+    },
+    jsonObject,
+  )
+  .refine((b) => b.weight !== undefined || b.state !== undefined, { error: "give weight, state or both" })
+  .meta({ id: "BackendUpdate", examples: [{ weight: 5 }, { state: "drain" }, { weight: null, state: "ready" }] });
 export type UpdateBackendBody = z.output<typeof updateBackendBody>;
 
 export const backendParams = z.strictObject({
@@ -54,7 +65,8 @@ export const backend = z
     address: z.string().meta({ description: "Canonical host:port" }),
     weight: z.int(),
     healthy: z.boolean(),
-    status: z.enum(["up", "down", "draining"]),
+    status: z.enum(["up", "down", "draining"]).meta({ description: "draining while the admin state is drain or maint, or discovery drains it" }),
+    state: z.enum(ADMIN_STATES).meta({ description: "Admin state set through the API" }),
     source: z.enum(["static", "api", "docker", "kubernetes"]).meta({ description: "Who owns the backend; only api backends can be deleted" }),
     active_connections: z.int(),
     total_connections: z.number(),
@@ -88,6 +100,7 @@ export function toBackendJson(info: BackendInfo): BackendJson {
     bytes_out: info.bytesOut,
     last_checked_at: info.lastCheckedAt?.toISOString() ?? null,
     last_error: info.lastError,
+    state: info.state,
   };
 }
 

@@ -16,7 +16,7 @@ const logger = pino({ level: "silent" });
 interface JsonSchemaLike {
   additionalProperties?: boolean;
   required: string[];
-  properties: Record<string, { minimum?: number; maximum?: number }>;
+  properties: Record<string, { minimum?: number; maximum?: number; type?: string; enum?: string[]; anyOf?: Array<{ type?: string; minimum?: number; maximum?: number }> }>;
 }
 interface OpenApiDoc {
   openapi: string;
@@ -167,7 +167,12 @@ describe("ApiServer responses", () => {
     assert.deepEqual(Object.keys(schemas).sort(), ["Backend", "BackendUpdate", "Error", "Health", "NewBackend"]);
     assert.equal(schemas.NewBackend.additionalProperties, false);
     assert.deepEqual(schemas.NewBackend.required, ["address"]);
-    assert.deepEqual([schemas.BackendUpdate.properties.weight.minimum, schemas.BackendUpdate.properties.weight.maximum], [1, 1000]);
+    // The weight is 1-1000, or null (clears an override).
+    const weightSchema = schemas.BackendUpdate.properties.weight;
+    const integer = weightSchema.anyOf?.find((s) => s.type === "integer") ?? weightSchema;
+    assert.deepEqual([integer.minimum, integer.maximum], [1, 1000]);
+    assert.ok(weightSchema.anyOf?.some((s) => s.type === "null"), "weight may be null");
+    assert.deepEqual(schemas.BackendUpdate.properties.state.enum, ["ready", "drain", "maint"]);
     assert.ok(schemas.Backend.required.includes("last_error"));
     assert.deepEqual(doc.security, [{ bearerAuth: [] }]);
     assert.deepEqual(doc.paths["/health"].get.security, []);

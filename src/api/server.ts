@@ -184,7 +184,7 @@ export class ApiServer {
       return toBackendJson(info);
     });
     this.route<{ Params: BackendParams; Body: UpdateBackendBody }>(ROUTES.updateBackend, async (request) => {
-      return toBackendJson(await changes.setWeight(request.params.address, request.body.weight));
+      return toBackendJson(await changes.update(request.params.address, request.body));
     });
     this.route<{ Params: BackendParams }>(ROUTES.deleteBackend, async (request, reply) => {
       await changes.remove(request.params.address);

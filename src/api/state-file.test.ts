@@ -13,7 +13,7 @@ const fresh = () => path.join(root, `case-${++n}`, "state.json");
 
 describe("StateFile", () => {
   it("reads a missing file as an empty state", async () => {
-    assert.deepEqual(await new StateFile(fresh()).read(), { backends: [], weights: [] });
+    assert.deepEqual(await new StateFile(fresh()).read(), { backends: [], weights: [], states: [] });
   });
 
   it("writes atomically, creating the directory, and reads back what it wrote", async () => {
@@ -49,7 +49,8 @@ describe("StateFile", () => {
     for (const [content, problem] of [
       [{ version: 1, backends: [{ address: "10.0.0.1:0", weight: 1 }] }, /backends\[0\]\.address: port must be 1-65535/],
       [{ version: 1, weights: [{ address: "10.0.0.1:80", weight: 0 }] }, /weights\[0\]\.weight: must be an integer 1-1000/],
-      [{ version: 2 }, /version: must be 1/],
+      [{ version: 3 }, /version: must be 1 or 2/],
+      [{ version: 2, states: [{ address: "10.0.0.1:80", state: "off" }] }, /states\[0\]\.state: must be one of ready, drain, maint/],
       [{ version: 1, extra: true }, /extra|unrecognized/i],
       [{ version: 1, backends: [{ address: "a:1", weight: 1 }], weights: [{ address: "A:1", weight: 2 }] }, /a:1 appears twice/],
       [[], /expected object/i],

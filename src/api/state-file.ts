@@ -4,6 +4,7 @@ import { z } from "zod";
 import { backendAddress, weight } from "../config/schema.ts";
 import { formatPath } from "../config/load.ts";
 import type { HostPort } from "../pool/address.ts";
+import { ADMIN_STATES, type AdminState } from "../pool/pool.ts";
 
 /** What the API changed, as kept across restarts. */
 export interface PersistedState {
@@ -11,9 +12,11 @@ export interface PersistedState {
   readonly backends: ReadonlyArray<{ readonly address: HostPort; readonly weight: number }>;
   /** Weights set through the API on backends that static config or discovery own. */
   readonly weights: ReadonlyArray<{ readonly address: HostPort; readonly weight: number }>;
+  /** Admin states other than ready, on any backend, by address (none when absent). */
+  readonly states?: ReadonlyArray<{ readonly address: HostPort; readonly state: AdminState }>;
 }
 
-export const EMPTY_STATE: PersistedState = { backends: [], weights: [] };
+export const EMPTY_STATE: PersistedState = { backends: [], weights: [], states: [] };
 
 /** Where persisted state is written; an interface so tests can make writes fail. */
 export interface StateStore {
@@ -31,13 +34,22 @@ export class StateFileError extends Error {
 }
 
 const entry = z.strictObject({ address: backendAddress, weight });
+const stateEntry = z.strictObject({ address: backendAddress, state: z.enum(ADMIN_STATES, { error: `must be one of ${ADMIN_STATES.join(", ")}` }) });
+// Version 2 adds admin states; a file without any is still written as version 1, so an
+// older gobalancer can read it.
 const fileSchema = z
   .strictObject({
-    version: z.literal(1, { error: "must be 1 (written by a newer gobalancer?)" }),
+    version: z.union([z.literal(1), z.literal(2)], { error: "must be 1 or 2 (written by a newer gobalancer?)" }),
     backends: z.array(entry).default([]),
     weights: z.array(entry).default([]),
+    states: z.array(stateEntry).default([]),
   })
   .superRefine((state, ctx) => {
+    const stated = new Set<string>();
+    state.states.forEach((e, i) => {
+      if (stated.has(e.address.key)) ctx.issues.push({ code: "custom", input: e.address.key, path: ["states", i, "address"], message: `${e.address.key} appears twice` });
+      stated.add(e.address.key);
+    });
     const seen = new Set<string>();
     for (const [list, entries] of [["backends", state.backends], ["weights", state.weights]] as const) {
       entries.forEach((e, i) => {
@@ -87,15 +99,16 @@ export class StateFile implements StateStore {
       const problems = parsed.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`).join("; ");
       throw new StateFileError(`state file ${this.path} is invalid: ${problems}; fix or remove it`);
     }
-    return { backends: parsed.data.backends, weights: parsed.data.weights };
+    return { backends: parsed.data.backends, weights: parsed.data.weights, states: parsed.data.states };
   }
 
   async write(state: PersistedState): Promise<void> {
     const text = `${JSON.stringify(
       {
-        version: 1,
+        version: (state.states ?? []).length > 0 ? 2 : 1,
         backends: state.backends.map((b) => ({ address: b.address.key, weight: b.weight })),
         weights: state.weights.map((w) => ({ address: w.address.key, weight: w.weight })),
+        ...((state.states ?? []).length > 0 ? { states: state.states!.map((s) => ({ address: s.address.key, state: s.state })) } : {}),
       },
       null,
       2,

@@ -5,6 +5,12 @@ import { CounterTable, type BackendStats } from "./counters.ts";
 /** Where a backend came from. The first source that named it owns it. */
 export type SourceKind = "static" | "api" | "docker" | "kubernetes";
 export type BackendStatus = "up" | "down" | "draining";
+/**
+ * What an operator set: `ready` takes connections while healthy; `drain` takes no new
+ * ones (open ones go on, health checks too); `maint` as drain, with health checks paused.
+ */
+export const ADMIN_STATES = ["ready", "drain", "maint"] as const;
+export type AdminState = (typeof ADMIN_STATES)[number];
 
 /** One backend as a source wants it. */
 export interface DesiredBackend {
@@ -45,6 +51,7 @@ export interface BackendInfo extends BackendStats {
   lastError: string | null;
   /** The backend's slot in the shared counters (counters.ts). */
   slot: number;
+  state: AdminState;
   /** Active health checks so far, by outcome. */
   checksPassed: number;
   checksFailed: number;
@@ -76,6 +83,7 @@ class Backend {
   /** Weight set through the API; wins over what sources say. */
   weightOverride: number | undefined;
   healthy = true; // routable until proven down
+  adminState: AdminState = "ready";
   lastCheckedAt: Date | null = null;
   lastError: string | null = null;
   checksPassed = 0;
@@ -102,12 +110,12 @@ class Backend {
   }
 
   get status(): BackendStatus {
-    if (this.draining) return "draining";
+    if (this.draining || this.adminState !== "ready") return "draining";
     return this.healthy ? "up" : "down";
   }
 
   get routable(): boolean {
-    return this.healthy && !this.draining;
+    return this.healthy && !this.draining && this.adminState === "ready";
   }
 
   /** Rebuilds the immutable view when the weight changed; returns whether it did. */
@@ -131,6 +139,7 @@ export class BackendPool {
   private current: Snapshot = { version: 0, routable: [], total: 0 };
   private readonly snapshotListeners: Array<(s: Snapshot) => void> = [];
   private readonly membershipListeners: Array<(c: MembershipChange) => void> = [];
+  private readonly adminListeners: Array<(view: BackendView, state: AdminState, previous: AdminState) => void> = [];
 
   constructor(opts: { logger: Logger; counters: CounterTable }) {
     this.log = opts.logger;
@@ -149,6 +158,11 @@ export class BackendPool {
   /** Called when backends join or leave, so health checking can start and stop probes. */
   onMembership(listener: (c: MembershipChange) => void): void {
     this.membershipListeners.push(listener);
+  }
+
+  /** Called when an operator changes a backend's admin state (maint pauses its checks). */
+  onAdminState(listener: (view: BackendView, state: AdminState, previous: AdminState) => void): void {
+    this.adminListeners.push(listener);
   }
 
   get size(): number {
@@ -242,6 +256,27 @@ export class BackendPool {
     return this.describe(backend);
   }
 
+  /** An operator's admin state; logs and publishes only when it changes. Throws PoolError "not_found". */
+  setAdminState(key: string, state: AdminState): BackendInfo {
+    const backend = this.require(key);
+    const previous = backend.adminState;
+    if (previous !== state) {
+      const statusBefore = backend.status;
+      backend.adminState = state;
+      this.log.info({ backend: key, from: previous, to: state, status: backend.status, status_before: statusBefore }, "backend admin state changed");
+      this.publish({ added: [], removed: [] });
+      for (const listener of this.adminListeners) listener(backend.view, state, previous);
+    }
+    return this.describe(backend);
+  }
+
+  /** Backends whose admin state is not ready. */
+  adminStates(): Array<{ address: string; state: AdminState }> {
+    const out: Array<{ address: string; state: AdminState }> = [];
+    for (const b of this.backends.values()) if (b.adminState !== "ready") out.push({ address: b.address.key, state: b.adminState });
+    return out;
+  }
+
   /** The health checker's verdict. Logs and publishes only when it changes the state. */
   setHealthy(key: string, healthy: boolean, reason: string): void {
     const backend = this.backends.get(key);
@@ -313,6 +348,7 @@ export class BackendPool {
       lastCheckedAt: b.lastCheckedAt,
       lastError: b.lastError,
       slot: b.view.slot,
+      state: b.adminState,
       checksPassed: b.checksPassed,
       checksFailed: b.checksFailed,
       ...this.counters.read(b.view.slot),
