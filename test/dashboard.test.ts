@@ -111,6 +111,15 @@ describe("dashboard page", () => {
     await row(page, one.address).locator(".weight button").click();
     await waitFor(async () => (await backends(lb)).find((b) => b.address === one.address)?.weight === 7, 5000, "weight 7 in GET /backends");
 
+    // Drain from the row's control: the backend is draining in GET /backends and on the
+    // page, and ready brings it back.
+    await row(page, two.address).locator('button[data-state="drain"]').click();
+    await waitFor(async () => (await backends(lb)).find((b) => b.address === two.address)?.status === "draining", 5000, "draining in GET /backends");
+    await waitFor(async () => (await row(page, two.address).locator('button[data-state="drain"]').getAttribute("aria-pressed")) === "true", 5000, "drain shown as set");
+    await waitFor(async () => /draining/.test(await row(page, two.address).locator(".pill").innerText()), 5000, "the draining pill");
+    await row(page, two.address).locator('button[data-state="ready"]').click();
+    await waitFor(async () => (await backends(lb)).find((b) => b.address === two.address)?.status === "up", 5000, "up again in GET /backends");
+
     // Counts rise after traffic through the balancer.
     for (let i = 0; i < 30; i++) assert.equal(await request(lb.port, `hello ${i}`), `hello ${i}`);
     await waitFor(

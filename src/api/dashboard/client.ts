@@ -208,10 +208,32 @@ export const CLIENT_JS = String.raw`
     r.error = cell(tr, "Last error", "lasterr");
 
     var actions = cell(tr, "Actions", "actions");
-    // ADMIN STATE CONTROLS: drain / maint / ready (PUT /backends/{address} {"state": ...})
-    // go in this slot, one per row, before the remove button.
+    // The admin state: ready / drain / maint (PUT /backends/{address} {"state": ...}).
     var adminSlot = el("span", "admin-state-slot");
-    adminSlot.setAttribute("data-slot", "admin-state");
+    adminSlot.setAttribute("role", "group");
+    adminSlot.setAttribute("aria-label", "Admin state of " + b.address);
+    r.stateButtons = {};
+    ["ready", "drain", "maint"].forEach(function (state) {
+      var btn = el("button", "small seg", state);
+      btn.type = "button";
+      btn.setAttribute("data-state", state);
+      btn.title = state === "ready" ? "Takes new connections" : state === "drain" ? "No new connections; open ones carry on" : "As drain, with health checks paused";
+      btn.addEventListener("click", async function () {
+        if (r.state === state) return;
+        btn.disabled = true;
+        try {
+          var updated = await api("PUT", "/backends/" + encodeURIComponent(b.address), { state: state });
+          notice("ok", b.address + " is now " + updated.state + ".");
+          refreshBackends();
+        } catch (e) {
+          notice("error", "Could not set " + b.address + " to " + state + ": " + e.message);
+        } finally {
+          btn.disabled = false;
+        }
+      });
+      r.stateButtons[state] = btn;
+      adminSlot.appendChild(btn);
+    });
     actions.appendChild(adminSlot);
     if (b.source === "api") {
       var rm = el("button", "small danger", "Remove");
@@ -247,6 +269,12 @@ export const CLIENT_JS = String.raw`
   }
 
   function updateRow(r, b) {
+    r.state = b.state;
+    Object.keys(r.stateButtons).forEach(function (state) {
+      var on = state === b.state;
+      r.stateButtons[state].classList.toggle("on", on);
+      r.stateButtons[state].setAttribute("aria-pressed", on ? "true" : "false");
+    });
     r.status.textContent = b.status;
     r.status.className = "pill " + b.status;
     r.tr.className = "st-" + b.status;

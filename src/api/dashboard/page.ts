@@ -173,7 +173,12 @@ td.bad { color: var(--down); font-weight: 600; }
 .when { color: var(--muted); white-space: nowrap; }
 .lasterr { color: var(--down); max-width: 260px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .actions { text-align: right; white-space: nowrap; }
-.admin-state-slot:empty { display: none; }
+.admin-state-slot { display: inline-flex; margin-right: 10px; vertical-align: middle; }
+.admin-state-slot button.seg { background: transparent; color: var(--muted); border-color: var(--line); border-radius: 0; margin-left: -1px; font-weight: 600; text-transform: capitalize; }
+.admin-state-slot button.seg:first-child { border-radius: 7px 0 0 7px; margin-left: 0; }
+.admin-state-slot button.seg:last-child { border-radius: 0 7px 7px 0; }
+.admin-state-slot button.seg.on { background: var(--accent-fill); color: var(--accent); border-color: var(--accent); position: relative; }
+.admin-state-slot button.seg.on[data-state="drain"], .admin-state-slot button.seg.on[data-state="maint"] { background: var(--drain-bg); color: var(--drain); border-color: var(--drain); }
 .owned { color: var(--muted); font-size: 12px; }
 .empty { color: var(--muted); text-align: center; padding: 24px 0 12px; margin: 0; }
 
