@@ -262,9 +262,8 @@ export const CLIENT_JS = String.raw`
         }
       });
       actions.appendChild(rm);
-    } else {
-      actions.appendChild(el("span", "owned", "via " + b.source));
     }
+    // Other backends cannot be removed here (their source badge says who owns them).
     return r;
   }
 

@@ -172,14 +172,14 @@ td.bad { color: var(--down); font-weight: 600; }
 .weight.dirty button, .weight:focus-within button { visibility: visible; }
 .when { color: var(--muted); white-space: nowrap; }
 .lasterr { color: var(--down); max-width: 260px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-.actions { text-align: right; white-space: nowrap; }
-.admin-state-slot { display: inline-flex; margin-right: 10px; vertical-align: middle; }
-.admin-state-slot button.seg { background: transparent; color: var(--muted); border-color: var(--line); border-radius: 0; margin-left: -1px; font-weight: 600; text-transform: capitalize; }
+.actions { text-align: right; }
+.actions button { margin-top: 2px; margin-bottom: 2px; }
+.admin-state-slot { display: inline-flex; margin-right: 8px; vertical-align: middle; white-space: nowrap; }
+.admin-state-slot button.seg { padding: 3px 8px; background: transparent; color: var(--muted); border-color: var(--line); border-radius: 0; margin-left: -1px; font-weight: 600; text-transform: capitalize; }
 .admin-state-slot button.seg:first-child { border-radius: 7px 0 0 7px; margin-left: 0; }
 .admin-state-slot button.seg:last-child { border-radius: 0 7px 7px 0; }
 .admin-state-slot button.seg.on { background: var(--accent-fill); color: var(--accent); border-color: var(--accent); position: relative; }
 .admin-state-slot button.seg.on[data-state="drain"], .admin-state-slot button.seg.on[data-state="maint"] { background: var(--drain-bg); color: var(--drain); border-color: var(--drain); }
-.owned { color: var(--muted); font-size: 12px; }
 .empty { color: var(--muted); text-align: center; padding: 24px 0 12px; margin: 0; }
 
 .overlay { position: fixed; inset: 0; background: rgba(10, 14, 20, 0.55); display: grid; place-items: center; z-index: 10; padding: 16px; }
