@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { z } from "zod";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { HostPort } from "../pool/address.ts";
+import { listenErrorReason } from "../proxy/socket-errors.ts";
 import { PoolError, type BackendPool } from "../pool/pool.ts";
 import { BearerAuth } from "./auth.ts";
 import type { BackendChanges } from "./changes.ts";
@@ -149,9 +150,7 @@ export class ApiServer {
     try {
       await this.app.listen({ host: host || "::", port, listenTextResolver: (address) => `api listening on ${address}` });
     } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      const what = e.code === "EADDRINUSE" ? "address already in use" : e.code === "EACCES" ? "permission denied" : e.code === "EADDRNOTAVAIL" ? "address not available on this host" : e.message;
-      throw new Error(`api.listen ${key}: ${what}`, { cause: err });
+      throw new Error(`api.listen ${key}: ${listenErrorReason(err as NodeJS.ErrnoException)}`, { cause: err });
     }
     this.dashboard.start();
     return this.app.server.address() as AddressInfo;

@@ -1,6 +1,7 @@
 import dns from "node:dns/promises";
 import net from "node:net";
 import type { HostPort } from "../pool/address.ts";
+import { listenErrorReason } from "./socket-errors.ts";
 import { errorCode, interceptAccepts, type AcceptedHandle, type HandleBindings, type ServerHandle, type TcpHandle } from "./node-internals.ts";
 
 /** Where a listener hands what it accepts. */
@@ -120,14 +121,6 @@ function onConnection(this: ServerHandle, status: number, client: TcpHandle | un
   }
 }
 
-export function listenError(addr: HostPort, err: NodeJS.ErrnoException): Error {
-  const what =
-    err.code === "EADDRINUSE"
-      ? "address already in use"
-      : err.code === "EACCES"
-        ? "permission denied"
-        : err.code === "EADDRNOTAVAIL"
-          ? "address not available on this host"
-          : err.message;
-  return new Error(`listen ${addr.key}: ${what}`, { cause: err });
+function listenError(addr: HostPort, err: NodeJS.ErrnoException): Error {
+  return new Error(`listen ${addr.key}: ${listenErrorReason(err)}`, { cause: err });
 }

@@ -22,3 +22,20 @@ export function socketErrorReason(err: NodeJS.ErrnoException): string {
       return err.code ?? err.message;
   }
 }
+
+/**
+ * Why a listen failed, in words: the data plane's listeners and the API's say the
+ * same thing for the same cause.
+ */
+export function listenErrorReason(err: NodeJS.ErrnoException): string {
+  switch (err.code) {
+    case "EADDRINUSE":
+      return "address already in use";
+    case "EACCES":
+      return "permission denied";
+    case "EADDRNOTAVAIL":
+      return "address not available on this host";
+    default:
+      return err.message;
+  }
+}
