@@ -116,13 +116,7 @@ export class Relay {
       data = n === CHUNK_BYTES ? chunk : chunk.subarray(0, n);
     }
     const more = dst.write(data);
-    if (dst.writableLength === 0) {
-      // Nothing queued: every write so far, this one included, is complete.
-      if (this.held !== null) releaseAll(this.held);
-      if (chunk !== null) release(chunk);
-    } else if (chunk !== null) {
-      (this.held ??= []).push(chunk);
-    }
+    if (!this.settle(dst, chunk) && chunk !== null) release(chunk);
     return more;
   }
 
@@ -136,14 +130,22 @@ export class Relay {
     const dst = this.dst!;
     this.active = true;
     const more = dst.write(n === CHUNK_BYTES ? chunk : chunk.subarray(0, n));
+    this.chunkInFlight = this.settle(dst, chunk);
+    return more;
+  }
+
+  /**
+   * After a write of `chunk` (null: bytes from Buffer's pool) to dst: true when dst
+   * still queues it, and the chunk is held until dst drains. With nothing queued, every
+   * write so far is complete and the chunks they held go back to the free list.
+   */
+  private settle(dst: Side, chunk: Buffer | null): boolean {
     if (dst.writableLength === 0) {
       if (this.held !== null) releaseAll(this.held);
-      this.chunkInFlight = false;
-    } else {
-      (this.held ??= []).push(chunk);
-      this.chunkInFlight = true;
+      return false;
     }
-    return more;
+    if (chunk !== null) (this.held ??= []).push(chunk);
+    return true;
   }
 
   /** Set by forwardChunkRead. */
