@@ -296,7 +296,7 @@ export class Connection {
       if (cause === CLIENT_RST && connected && !backend.destroyed) backend.resetAndDestroy();
       else backend.destroy();
     }
-    if (connected) this.giveBack(client.bytesRead - this.reportedIn, client.bytesWritten - this.reportedOut);
+    if (connected) this.giveBack(this.bytesIn - this.reportedIn, this.bytesOut - this.reportedOut);
     else this.giveBack(0, 0);
     this.host.finished(this);
   }
@@ -322,7 +322,6 @@ export class Connection {
     this.counted = false;
     this.host.release(this.view!, bytesIn, bytesOut);
   }
-
 }
 
 /**

@@ -5,7 +5,7 @@ import { createPicker } from "../balance/registry.ts";
 import type { Algorithm } from "../config/schema.ts";
 import type { AccessLog } from "../log/access-log.ts";
 import { RateLimitedLog } from "../log/rate-limit.ts";
-import type { HostPort } from "../pool/address.ts";
+import { formatHostPort, type HostPort } from "../pool/address.ts";
 import { GLOBAL_ACTIVE, GLOBAL_RR_TICKET, type CounterView } from "../pool/counters.ts";
 import type { BackendView, Snapshot } from "../pool/pool.ts";
 import { Connection, DIALLING, type ConnectionHost } from "./connection.ts";
@@ -80,7 +80,8 @@ export class DataPlane {
   private readonly listener: Listener;
   private readonly counters: CounterView;
   private readonly accessLog: AccessLog | null;
-  private readonly needsClientIp: boolean;
+  /** The client's address is looked up per connection only for ip_hash and the access log. */
+  private readonly wantsClientAddress: boolean;
   /** The lower of max_connections and the descriptor ceiling. */
   private readonly connectionCap: number;
   private readonly capReason: string;
@@ -102,7 +103,7 @@ export class DataPlane {
     this.warn = new RateLimitedLog(opts.logger);
     this.counters = opts.counters;
     this.accessLog = opts.accessLog ?? null;
-    this.needsClientIp = opts.algorithm === "ip_hash";
+    this.wantsClientAddress = opts.algorithm === "ip_hash" || this.accessLog !== null;
     const configured = opts.maxConnections > 0 ? opts.maxConnections : Infinity;
     this.connectionCap = Math.min(configured, opts.descriptorCap);
     this.capReason = configured <= opts.descriptorCap ? "max_connections reached" : "file descriptor limit reached";
@@ -209,10 +210,9 @@ export class DataPlane {
       const conn = new Connection(this.host, upstream, new Relay());
       const client = handlePath.adoptClient(acceptedTcp(handle), conn, upstream);
       conn.client = client;
-      if (this.needsClientIp || this.accessLog !== null) {
+      if (this.wantsClientAddress) {
         const peer = client.peer();
-        conn.clientIp = normaliseIp(peer.address ?? "");
-        conn.clientPort = peer.port ?? 0;
+        noteClient(conn, peer.address, peer.port);
       }
       this.admit(conn);
       return;
@@ -227,10 +227,7 @@ export class DataPlane {
     const conn = new Connection(this.host, upstream, new Relay());
     conn.client = client;
     socketPath.adoptClient(client, conn, streamPath);
-    if (this.needsClientIp || this.accessLog !== null) {
-      conn.clientIp = normaliseIp(client.remoteAddress ?? "");
-      conn.clientPort = client.remotePort ?? 0;
-    }
+    if (this.wantsClientAddress) noteClient(conn, client.remoteAddress, client.remotePort);
     this.admit(conn);
   }
 
@@ -304,7 +301,7 @@ export class DataPlane {
 
   private logAccess(log: AccessLog, conn: Connection): void {
     log.write(
-      formatClient(conn.clientIp, conn.clientPort),
+      formatHostPort(conn.clientIp, conn.clientPort),
       conn.view?.key ?? "",
       conn.bytesIn,
       conn.bytesOut,
@@ -368,13 +365,10 @@ export class DataPlane {
   }
 }
 
-/** "::ffff:10.0.0.1" and "10.0.0.1" are the same client. */
-function normaliseIp(ip: string): string {
-  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
-}
-
-function formatClient(ip: string, port: number): string {
-  return ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`;
+/** Records the client's address; "::ffff:10.0.0.1" and "10.0.0.1" are the same client. */
+function noteClient(conn: Connection, ip = "", port = 0): void {
+  conn.clientIp = ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
+  conn.clientPort = port;
 }
 
 /** Milliseconds to a tenth. */
