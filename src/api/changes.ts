@@ -80,7 +80,6 @@ export class BackendChanges {
     this.reset(state);
     this.pool.onMembership((change) => this.applyRemembered(change.added));
     for (const b of state.backends) this.pool.add("api", b.address, b.weight);
-    this.applyRemembered(state.backends.map((b) => this.pool.get(b.address.key)).filter((i) => i !== undefined).map((i) => ({ key: i.address, weight: i.weight })));
     if (state.backends.length > 0 || state.weights.length > 0 || (state.states ?? []).length > 0) {
       this.log.info(
         { state_file: this.store.path, backends: state.backends.length, weights: state.weights.length, states: (state.states ?? []).length },
@@ -101,11 +100,7 @@ export class BackendChanges {
 
   /** Sets any backend's weight. Throws PoolError "not_found". */
   async setWeight(address: HostPort, weight: number): Promise<BackendInfo> {
-    const info = this.pool.setWeight(address.key, weight);
-    if (this.added.has(address.key)) this.added.set(address.key, { address, weight });
-    else this.weights.set(address.key, { address, weight });
-    await this.persist();
-    return info;
+    return this.update(address, { weight });
   }
 
   /**
@@ -167,7 +162,7 @@ export class BackendChanges {
   }
 
   /** Remembered weights and admin states apply to backends as they (re)appear. */
-  private applyRemembered(views: ReadonlyArray<Pick<BackendView, "key" | "weight">>): void {
+  private applyRemembered(views: readonly BackendView[]): void {
     for (const view of views) {
       const remembered = this.weights.get(view.key);
       if (remembered && remembered.weight !== view.weight) this.pool.setWeight(view.key, remembered.weight);
