@@ -1,5 +1,5 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric, type MetricValueWithName } from "prom-client";
-import type { CounterTable } from "../pool/counters.ts";
+import type { CounterTable, PlaneStats } from "../pool/counters.ts";
 import type { BackendInfo, BackendPool } from "../pool/pool.ts";
 import { TERMINATIONS, type TerminationName } from "../proxy/termination.ts";
 
@@ -30,12 +30,14 @@ const REFUSALS: Record<string, readonly TerminationName[]> = {
 export class Metrics {
   readonly registry = new Registry();
   private readonly opts: MetricsOptions;
+  /** The pool and plane figures of the scrape in progress, read once for all metrics. */
+  private scraping: { backends: BackendInfo[]; plane: PlaneStats } | null = null;
 
   constructor(opts: MetricsOptions) {
     this.opts = opts;
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
-    const backends = () => this.opts.pool.list();
+    const backends = () => this.scraping?.backends ?? this.opts.pool.list();
 
     new Gauge({
       name: "gobalancer_build_info",
@@ -66,7 +68,7 @@ export class Metrics {
         }
       },
     });
-    const plane = () => this.opts.counters.planeStats();
+    const plane = () => this.scraping?.plane ?? this.opts.counters.planeStats();
     new Counter({
       name: "gobalancer_connections_accepted_total",
       help: "Client connections accepted",
@@ -121,7 +123,13 @@ export class Metrics {
 
   /** The exposition text and its content type. */
   async scrape(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    // Every per-backend metric reads the same list: it is made once per scrape.
+    this.scraping = { backends: this.opts.pool.list(), plane: this.opts.counters.planeStats() };
+    try {
+      return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    } finally {
+      this.scraping = null;
+    }
   }
 }
 
