@@ -50,7 +50,8 @@ export class Balancer {
     this.config = config;
     this.log = logger;
     this.threads = config.workers === "auto" ? availableParallelism() : config.workers;
-    checkAccessLog(config.accessLog);
+    // Threads open their own access log; with one thread the data plane below opens it.
+    if (this.threads > 1) checkAccessLog(config.accessLog);
     const counters = new CounterTable(this.threads);
     this.pool = new BackendPool({ logger, counters });
     this.health = new HealthMonitor({ settings: config.healthCheck, sink: this.pool, logger });
@@ -85,7 +86,7 @@ export class Balancer {
             ...planeOptions,
             counters: new CounterView(counters.buffers, 0),
             logger,
-            accessLog: openAccessLog(config.accessLog, (err) => logger.error({ err: err.message }, "access log write failed")),
+            accessLog: openAccessLog(config.accessLog, logger),
             onDialFailure,
           })
         : new ThreadedDataPlane({

@@ -1,5 +1,5 @@
 import { closeSync, openSync } from "node:fs";
-import pino from "pino";
+import pino, { type Logger } from "pino";
 
 export interface AccessLogOptions {
   enabled: boolean;
@@ -82,8 +82,8 @@ export class AccessLog {
 }
 
 /** The access log the options ask for, or null when it is off. */
-export function openAccessLog(opts: AccessLogOptions, onError: (err: Error) => void): AccessLog | null {
-  return opts.enabled ? new AccessLog(opts.path, onError) : null;
+export function openAccessLog(opts: AccessLogOptions, log: Logger): AccessLog | null {
+  return opts.enabled ? new AccessLog(opts.path, (err) => log.error({ err: err.message }, "access log write failed")) : null;
 }
 
 /**

@@ -19,7 +19,7 @@ const plane = new DataPlane({
   ...init.options,
   counters: new CounterView(init.counters, init.thread),
   logger,
-  accessLog: openAccessLog(init.accessLog, (err) => logger.error({ err: err.message }, "access log write failed")),
+  accessLog: openAccessLog(init.accessLog, logger),
   threaded: true,
   onDialFailure: (backend, reason) => send({ type: "dialFailed", backend, reason }),
 });
