@@ -82,7 +82,7 @@ discovery:
     service: my-backend-service
     port: ""
 `);
-    assert.deepEqual(c.timeouts, { connectMs: 3000, idleMs: 600_000, shutdownMs: 30_000 });
+    assert.deepEqual(c.timeouts, { connectMs: 3000, idleMs: 600_000, shutdownMs: 30_000, queueMs: 0 });
     assert.deepEqual(c.healthCheck.http.expectStatus, [[200, 399]]);
     assert.equal(c.listen.port, 8080);
     assert.equal(c.listen.host, "");
@@ -96,7 +96,51 @@ discovery:
     assert.equal(c.retries, 2);
     assert.equal(c.workers, 1);
     assert.equal(c.healthCheck.intervalMs, 5000);
+    assert.equal(c.slowStartMs, 0);
+    assert.equal(c.proxyProtocol, "off");
+    assert.deepEqual(c.listenProxyProtocol, { enabled: false, trusted: [], timeoutMs: 3000 });
+    assert.deepEqual(c.stateStore, { type: "file", etcd: { endpoints: ["http://127.0.0.1:2379"], prefix: "/gobalancer/", username: "", password: "" } });
   });
+
+  it("reads the operations keys: slow start, PROXY protocol, per-backend limits, backups, the state store", () => {
+    const c = parseConfig(`
+slow_start: 30s
+proxy_protocol: v2
+listen_proxy_protocol: { enabled: true, trusted: ["10.0.0.0/8", "::1", "2001:db8::/32"], timeout: 1s }
+timeouts: { queue: 5s }
+state_store: { type: etcd, etcd: { endpoints: ["http://10.0.0.1:2379"], prefix: /lb/ } }
+discovery:
+  backends:
+    - { address: "10.0.0.4:80", max_connections: 100, proxy_protocol: v1 }
+    - { address: "10.0.0.5:80", backup: true }
+`);
+    assert.equal(c.slowStartMs, 30_000);
+    assert.equal(c.proxyProtocol, "v2");
+    assert.deepEqual(c.listenProxyProtocol, { enabled: true, trusted: ["10.0.0.0/8", "::1", "2001:db8::/32"], timeoutMs: 1000 });
+    assert.equal(c.timeouts.queueMs, 5000);
+    assert.equal(c.stateStore.type, "etcd");
+    assert.deepEqual(c.stateStore.etcd.endpoints, ["http://10.0.0.1:2379"]);
+    const [a, b] = c.discovery.backends;
+    assert.deepEqual({ ...a, address: a!.address.key }, { address: "10.0.0.4:80", weight: 1, maxConnections: 100, backup: false, proxyProtocol: "v1" });
+    assert.deepEqual({ ...b, address: b!.address.key }, { address: "10.0.0.5:80", weight: 1, maxConnections: 0, backup: true, proxyProtocol: undefined });
+  });
+
+  for (const [what, yaml, expected] of [
+    ["a bad CIDR", "listen_proxy_protocol: { enabled: true, trusted: ['10.0.0.0/33'] }", /^listen_proxy_protocol\.trusted\[0\]: must be an IP address or a CIDR range/],
+    ["a host name as trusted", "listen_proxy_protocol: { trusted: ['lb.example'] }", /^listen_proxy_protocol\.trusted\[0\]: must be an IP address/],
+    ["enabled with nothing trusted", "listen_proxy_protocol: { enabled: true }", /^listen_proxy_protocol\.trusted: must list the upstream balancers/],
+    ["an unknown PROXY version", "proxy_protocol: v3", /^proxy_protocol: must be one of off, v1, v2/],
+    ["a negative backend limit", "discovery: { backends: [{ address: '10.0.0.4:80', max_connections: -1 }] }", /^discovery\.backends\[0\]\.max_connections: must be a whole number/],
+    ["an etcd endpoint without scheme", "state_store: { type: etcd, etcd: { endpoints: ['127.0.0.1:2379'] } }", /^state_store\.etcd\.endpoints\[0\]: must be an http/],
+    ["a typo suggested from the schema", "slow_strat: 1s", /did you mean "slow_start"/],
+  ] as const) {
+    it(`refuses ${what}`, () => {
+      assert.throws(() => parseConfig(yaml), (err: ConfigError) => {
+        assert.ok(err.problems.some((p) => expected.test(p)), err.problems.join("\n"));
+        return true;
+      });
+    });
+  }
 });
 
 describe("config: every mistake is named by its path", () => {

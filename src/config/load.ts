@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { isAlias, isCollection, isMap, isPair, isScalar, type Scalar, LineCounter, parseDocument, visit, type Document, type YAMLError } from "yaml";
 import type { z } from "zod";
-import { configSchema, type Config } from "./schema.ts";
+import { configKeys, configSchema, type Config } from "./schema.ts";
 
 /** A config that cannot be used; `problems` are "yaml.path: what is wrong" lines. */
 export class ConfigError extends Error {
@@ -222,12 +222,8 @@ function describeValue(value: unknown): string {
   return `${typeof value} ${JSON.stringify(value)}`;
 }
 
-const KNOWN_KEYS = [
-  "listen", "algorithm", "retries", "max_connections", "workers", "data_path", "timeouts", "connect", "idle", "shutdown",
-  "health_check", "type", "interval", "timeout", "rise", "fall", "http", "path", "expect_status", "host",
-  "api", "token", "allow_unauthenticated", "state_file", "access_log", "enabled", "log", "level", "format", "discovery", "backends",
-  "address", "weight", "docker", "label", "network", "kubernetes", "namespace", "service", "port",
-];
+/** Derived from the schema, so a new key is suggested as soon as it exists. */
+const KNOWN_KEYS = configKeys();
 
 function suggestKey(key: string): string | undefined {
   let best: string | undefined;

@@ -1,5 +1,7 @@
+import { isIP } from "node:net";
 import { z } from "zod";
 import { parseHostPort, type HostPort } from "../pool/address.ts";
+import { PROXY_PROTOCOLS, type ProxyProtocol } from "../pool/backend.ts";
 import { parseDuration } from "./duration.ts";
 
 /**
@@ -68,10 +70,37 @@ const statusRanges = z.union([z.string(), z.number()]).transform((value, ctx) =>
   return ranges;
 });
 
+export const proxyProtocol = z.enum(PROXY_PROTOCOLS, { error: `must be one of ${PROXY_PROTOCOLS.join(", ")}` });
+
+/** A backend's own connection limit: 0 = none. */
+export const backendMaxConnections = z
+  .number({ error: "must be a whole number of connections (0 = no limit)" })
+  .int({ error: "must be a whole number of connections (0 = no limit)" })
+  .min(0, { error: "must be a whole number of connections (0 = no limit)" })
+  .max(1_000_000_000, { error: "must be at most 1000000000 (0 = no limit)" });
+
 const staticBackend = z.strictObject({
   address: backendAddress,
   weight: weight.default(1),
+  max_connections: backendMaxConnections.default(0),
+  backup: z.boolean({ error: "must be true or false" }).default(false),
+  /** Absent: the top-level proxy_protocol. */
+  proxy_protocol: proxyProtocol.optional(),
 });
+
+/** "10.0.0.0/8", "2001:db8::/32" or a single address; kept as written once checked. */
+const cidr = z.string().superRefine((value, ctx) => {
+  const slash = value.indexOf("/");
+  const ip = slash === -1 ? value : value.slice(0, slash);
+  const family = isIP(ip);
+  const bits = slash === -1 ? "" : value.slice(slash + 1);
+  const max = family === 6 ? 128 : 32;
+  if (family === 0 || (slash !== -1 && (!/^\d{1,3}$/.test(bits) || Number(bits) > max))) {
+    ctx.issues.push({ code: "custom", input: value, message: `must be an IP address or a CIDR range such as "10.0.0.0/8" or "2001:db8::/32" (got ${JSON.stringify(value)})` });
+  }
+});
+
+const etcdEndpoint = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL such as "http://127.0.0.1:2379"' });
 
 const rawConfig = z.strictObject({
   listen: listenAddress.prefault(":8080"),
@@ -84,11 +113,31 @@ const rawConfig = z.strictObject({
     })
     .default(1),
   data_path: z.enum(["auto", "handles", "sockets"], { error: "must be auto, handles or sockets" }).default("auto"),
+  slow_start: duration().default(0),
+  proxy_protocol: proxyProtocol.default("off"),
+  listen_proxy_protocol: z
+    .strictObject({
+      enabled: z.boolean().default(false),
+      trusted: z.array(cidr).default([]),
+      timeout: positiveDuration().default(3000),
+    })
+    .prefault({})
+    .superRefine((p, ctx) => {
+      if (p.enabled && p.trusted.length === 0) {
+        ctx.issues.push({
+          code: "custom",
+          input: p.trusted,
+          path: ["trusted"],
+          message: 'must list the upstream balancers\' addresses when enabled (e.g. ["10.0.0.0/8"]; "0.0.0.0/0" and "::/0" trust every source)',
+        });
+      }
+    }),
   timeouts: z
     .strictObject({
       connect: positiveDuration().default(3000),
       idle: duration().default(600_000),
       shutdown: duration().default(30_000),
+      queue: duration().default(0),
     })
     .prefault({}),
   health_check: z
@@ -115,6 +164,19 @@ const rawConfig = z.strictObject({
     })
     .prefault({}),
   state_file: z.string().min(1).default("data/state.json"),
+  state_store: z
+    .strictObject({
+      type: z.enum(["file", "etcd"], { error: "must be file or etcd" }).default("file"),
+      etcd: z
+        .strictObject({
+          endpoints: z.array(etcdEndpoint).min(1, { error: "must list at least one endpoint" }).default(["http://127.0.0.1:2379"]),
+          prefix: z.string().min(1, { error: 'must not be empty (e.g. "/gobalancer/")' }).default("/gobalancer/"),
+          username: z.string().default(""),
+          password: z.string().default(""),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
   access_log: z
     .strictObject({
       enabled: z.boolean().default(false),
@@ -169,6 +231,26 @@ const rawConfig = z.strictObject({
 
 export type RawConfig = z.input<typeof rawConfig>;
 
+/** Every key the config file may use, at any depth (for "did you mean" hints). */
+export function configKeys(): Set<string> {
+  const keys = new Set<string>();
+  const visit = (schema: z.core.$ZodType): void => {
+    const def = schema._zod.def as unknown as Record<string, unknown> & { type: string };
+    if (def.type === "object") {
+      for (const [key, child] of Object.entries(def.shape as Record<string, z.core.$ZodType>)) {
+        keys.add(key);
+        visit(child);
+      }
+    }
+    for (const field of ["innerType", "in", "element"]) {
+      const child = def[field];
+      if (child && typeof child === "object" && "_zod" in child) visit(child as z.core.$ZodType);
+    }
+  };
+  visit(rawConfig);
+  return keys;
+}
+
 /** The validated configuration, with durations in milliseconds and addresses parsed. */
 export interface Config {
   listen: HostPort;
@@ -178,7 +260,13 @@ export interface Config {
   workers: number | "auto";
   /** How the data path talks to sockets: bare libuv handles, net.Socket, or handles when available. */
   dataPath: "auto" | "handles" | "sockets";
-  timeouts: { connectMs: number; idleMs: number; shutdownMs: number };
+  timeouts: { connectMs: number; idleMs: number; shutdownMs: number; queueMs: number };
+  /** Ramp time for backends that join or come back up; 0 = off. */
+  slowStartMs: number;
+  /** PROXY protocol header sent to backends that do not set their own. */
+  proxyProtocol: ProxyProtocol;
+  /** PROXY protocol headers accepted from trusted upstream balancers. */
+  listenProxyProtocol: ListenProxyProtocol;
   healthCheck: {
     type: "tcp" | "http";
     intervalMs: number;
@@ -189,15 +277,32 @@ export interface Config {
   };
   api: { listen: HostPort; token: string; allowUnauthenticated: boolean };
   stateFile: string;
+  stateStore: { type: "file" | "etcd"; etcd: { endpoints: string[]; prefix: string; username: string; password: string } };
   /** One JSON line per finished connection, to stdout or a file (path "stdout" or a file). */
   accessLog: { enabled: boolean; path: string };
   log: { level: "debug" | "info" | "warn" | "error"; format: "json" | "pretty" };
   discovery: {
     type: "static" | "docker" | "kubernetes";
-    backends: Array<{ address: HostPort; weight: number }>;
+    backends: StaticBackend[];
     docker: { host: string; label: string; network: string };
     kubernetes: { namespace: string; service: string; port: string };
   };
+}
+
+export interface StaticBackend {
+  address: HostPort;
+  weight: number;
+  maxConnections: number;
+  backup: boolean;
+  /** undefined: the top-level proxy_protocol. */
+  proxyProtocol: ProxyProtocol | undefined;
+}
+
+export interface ListenProxyProtocol {
+  enabled: boolean;
+  /** Addresses and CIDR ranges (validated) a header is accepted from. */
+  trusted: string[];
+  timeoutMs: number;
 }
 
 export const configSchema = rawConfig.transform(
@@ -208,7 +313,10 @@ export const configSchema = rawConfig.transform(
     maxConnections: c.max_connections,
     workers: c.workers,
     dataPath: c.data_path,
-    timeouts: { connectMs: c.timeouts.connect, idleMs: c.timeouts.idle, shutdownMs: c.timeouts.shutdown },
+    timeouts: { connectMs: c.timeouts.connect, idleMs: c.timeouts.idle, shutdownMs: c.timeouts.shutdown, queueMs: c.timeouts.queue },
+    slowStartMs: c.slow_start,
+    proxyProtocol: c.proxy_protocol,
+    listenProxyProtocol: { enabled: c.listen_proxy_protocol.enabled, trusted: c.listen_proxy_protocol.trusted, timeoutMs: c.listen_proxy_protocol.timeout },
     healthCheck: {
       type: c.health_check.type,
       intervalMs: c.health_check.interval,
@@ -223,8 +331,18 @@ export const configSchema = rawConfig.transform(
     },
     api: { listen: c.api.listen, token: c.api.token, allowUnauthenticated: c.api.allow_unauthenticated },
     stateFile: c.state_file,
+    stateStore: c.state_store,
     accessLog: c.access_log,
     log: c.log,
-    discovery: c.discovery,
+    discovery: {
+      ...c.discovery,
+      backends: c.discovery.backends.map((b) => ({
+        address: b.address,
+        weight: b.weight,
+        maxConnections: b.max_connections,
+        backup: b.backup,
+        proxyProtocol: b.proxy_protocol,
+      })),
+    },
   }),
 );

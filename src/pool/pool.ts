@@ -1,34 +1,12 @@
 import type { Logger } from "pino";
 import type { HostPort } from "./address.ts";
 import { CounterTable, type BackendStats } from "./counters.ts";
+import { SHARE_FULL, SlowStart } from "./slow-start.ts";
 
-/** Where a backend came from. The first source that named it owns it. */
-export type SourceKind = "static" | "api" | "docker" | "kubernetes";
-export type BackendStatus = "up" | "down" | "draining";
-/**
- * What an operator set: `ready` takes connections while healthy; `drain` takes no new
- * ones (open ones go on, health checks too); `maint` as drain, with health checks paused.
- */
-export const ADMIN_STATES = ["ready", "drain", "maint"] as const;
-export type AdminState = (typeof ADMIN_STATES)[number];
+import { Backend, claimOf, sameClaim, type AdminState, type BackendOptions, type BackendStatus, type BackendView, type DesiredBackend, type ProxyProtocol, type SourceClaim, type SourceKind } from "./backend.ts";
 
-/** One backend as a source wants it. */
-export interface DesiredBackend {
-  readonly address: HostPort;
-  readonly weight: number;
-  /** Serving but going away (e.g. a terminating Kubernetes endpoint): no new connections. */
-  readonly draining?: boolean;
-}
-
-/** What the data plane knows of a backend. Immutable; replaced when anything changes. */
-export interface BackendView {
-  readonly key: string;
-  readonly host: string;
-  readonly port: number;
-  readonly weight: number;
-  /** Index into the shared counters (see counters.ts). */
-  readonly slot: number;
-}
+export { ADMIN_STATES, PROXY_PROTOCOLS } from "./backend.ts";
+export type { AdminState, BackendOptions, BackendStatus, BackendView, DesiredBackend, ProxyProtocol, SourceKind } from "./backend.ts";
 
 /**
  * An immutable picture of the pool, published on every change. `routable` holds the
@@ -38,6 +16,12 @@ export interface Snapshot {
   readonly version: number;
   readonly routable: readonly BackendView[];
   readonly total: number;
+  /** Some routable backend has a connection limit: the data plane checks room on pick. */
+  readonly limited: boolean;
+  /** Some routable backend is ramping up (share < SHARE_FULL). */
+  readonly ramping: boolean;
+  /** `routable` holds backup backends: no primary is routable. */
+  readonly onBackups: boolean;
 }
 
 /** The full state of one backend, for the API. */
@@ -52,6 +36,12 @@ export interface BackendInfo extends BackendStats {
   /** The backend's slot in the shared counters (counters.ts). */
   slot: number;
   state: AdminState;
+  maxConnections: number;
+  backup: boolean;
+  /** What this backend asked for; undefined: the global setting. */
+  proxyProtocol: ProxyProtocol | undefined;
+  /** Tenths of its weight it currently gets (slow start); 10 when not ramping. */
+  share: number;
   /** Active health checks so far, by outcome. */
   checksPassed: number;
   checksFailed: number;
@@ -72,60 +62,6 @@ export class PoolError extends Error {
   }
 }
 
-interface SourceClaim {
-  weight: number;
-  draining: boolean;
-}
-
-class Backend {
-  /** Claims by source, in the order the sources named this backend. */
-  readonly claims = new Map<SourceKind, SourceClaim>();
-  /** Weight set through the API; wins over what sources say. */
-  weightOverride: number | undefined;
-  healthy = true; // routable until proven down
-  adminState: AdminState = "ready";
-  lastCheckedAt: Date | null = null;
-  lastError: string | null = null;
-  checksPassed = 0;
-  checksFailed = 0;
-  view: BackendView;
-  readonly address: HostPort;
-
-  constructor(address: HostPort, slot: number) {
-    this.address = address;
-    this.view = { key: address.key, host: address.host, port: address.port, weight: 1, slot };
-  }
-
-  get owner(): SourceKind {
-    return this.claims.keys().next().value!;
-  }
-
-  get weight(): number {
-    return this.weightOverride ?? this.claims.values().next().value!.weight;
-  }
-
-  get draining(): boolean {
-    for (const claim of this.claims.values()) if (!claim.draining) return false;
-    return true;
-  }
-
-  get status(): BackendStatus {
-    if (this.draining || this.adminState !== "ready") return "draining";
-    return this.healthy ? "up" : "down";
-  }
-
-  get routable(): boolean {
-    return this.healthy && !this.draining && this.adminState === "ready";
-  }
-
-  /** Rebuilds the immutable view when the weight changed; returns whether it did. */
-  refreshView(): boolean {
-    if (this.view.weight === this.weight) return false;
-    this.view = { ...this.view, weight: this.weight };
-    return true;
-  }
-}
-
 /**
  * All backends, keyed by canonical address, with membership per source. Discovery,
  * health checking and the API write here; every change publishes a new Snapshot that
@@ -136,14 +72,34 @@ export class BackendPool {
   private readonly backends = new Map<string, Backend>();
   private readonly log: Logger;
   private version = 0;
-  private current: Snapshot = { version: 0, routable: [], total: 0 };
+  private current: Snapshot = { version: 0, routable: [], total: 0, limited: false, ramping: false, onBackups: false };
+  private readonly slowStart: SlowStart;
+  private readonly now: () => number;
   private readonly snapshotListeners: Array<(s: Snapshot) => void> = [];
   private readonly membershipListeners: Array<(c: MembershipChange) => void> = [];
   private readonly adminListeners: Array<(view: BackendView, state: AdminState, previous: AdminState) => void> = [];
 
-  constructor(opts: { logger: Logger; counters: CounterTable }) {
+  /** `now`: a monotonic clock in milliseconds, for slow start (default performance.now). */
+  constructor(opts: { logger: Logger; counters: CounterTable; now?: () => number }) {
     this.log = opts.logger;
     this.counters = opts.counters;
+    this.now = opts.now ?? (() => performance.now());
+    this.slowStart = new SlowStart(() => this.publish({ added: [], removed: [] }));
+  }
+
+  /**
+   * Ramps backends that join or come back up from now on over `ms` (0: off). Backends
+   * already routable are left at full share: at start-up nothing ramps.
+   */
+  setSlowStart(ms: number): void {
+    if (ms === 0 && !this.slowStart.enabled) return;
+    this.slowStart.setDuration(ms);
+    this.publish({ added: [], removed: [] });
+  }
+
+  /** Stops the slow-start timer (shutdown). */
+  stop(): void {
+    this.slowStart.cancel();
   }
 
   snapshot(): Snapshot {
@@ -184,7 +140,7 @@ export class BackendPool {
     const wanted = new Set<string>();
     for (const d of desired) {
       wanted.add(d.address.key);
-      const claim = { weight: d.weight, draining: d.draining ?? false };
+      const claim = claimOf(d);
       const existing = this.backends.get(d.address.key);
       if (!existing) {
         added.push(this.insert(d.address, source, claim).view);
@@ -192,7 +148,7 @@ export class BackendPool {
         continue;
       }
       const before = existing.claims.get(source);
-      if (before && before.weight === claim.weight && before.draining === claim.draining) continue;
+      if (before && sameClaim(before, claim)) continue;
       const statusBefore = existing.status;
       existing.claims.set(source, claim);
       existing.refreshView();
@@ -221,10 +177,10 @@ export class BackendPool {
   }
 
   /** Adds one backend on behalf of `source` (the API). */
-  add(source: SourceKind, address: HostPort, weight: number): BackendInfo {
+  add(source: SourceKind, address: HostPort, weight: number, options: BackendOptions = {}): BackendInfo {
     const existing = this.backends.get(address.key);
     if (existing) throw new PoolError("exists", `backend ${address.key} already exists (source: ${existing.owner})`);
-    const backend = this.insert(address, source, { weight, draining: false });
+    const backend = this.insert(address, source, claimOf({ ...options, weight }));
     this.publish({ added: [backend.view], removed: [] });
     return this.describe(backend);
   }
@@ -349,6 +305,10 @@ export class BackendPool {
       lastError: b.lastError,
       slot: b.view.slot,
       state: b.adminState,
+      maxConnections: b.view.maxConnections ?? 0,
+      backup: b.view.backup ?? false,
+      proxyProtocol: b.view.proxyProtocol,
+      share: b.share,
       checksPassed: b.checksPassed,
       checksFailed: b.checksFailed,
       ...this.counters.read(b.view.slot),
@@ -356,9 +316,34 @@ export class BackendPool {
   }
 
   private publish(change: MembershipChange): void {
-    const routable: BackendView[] = [];
-    for (const b of this.backends.values()) if (b.routable) routable.push(b.view);
-    this.current = Object.freeze({ version: ++this.version, routable: Object.freeze(routable), total: this.backends.size });
+    const now = this.now();
+    const primaries: BackendView[] = [];
+    const backups: BackendView[] = [];
+    let nextStep = Infinity;
+    for (const b of this.backends.values()) {
+      const routable = b.routable;
+      if (routable && !b.wasRoutable && this.slowStart.enabled) b.rampFrom = now;
+      b.wasRoutable = routable;
+      b.share = routable ? this.slowStart.share(b.rampFrom, now) : SHARE_FULL;
+      if (b.share === SHARE_FULL) b.rampFrom = -1;
+      else nextStep = Math.min(nextStep, this.slowStart.nextStepAt(b.rampFrom, now));
+      b.refreshView();
+      if (routable) (b.view.backup ? backups : primaries).push(b.view);
+    }
+    this.slowStart.schedule(nextStep, now);
+    const onBackups = primaries.length === 0 && backups.length > 0;
+    if (onBackups !== this.current.onBackups) {
+      if (onBackups) this.log.warn({ backups: backups.length }, "no primary backend routable: using backup backends");
+      else if (primaries.length > 0) this.log.info({ primaries: primaries.length }, "primary backends routable again: backups idle");
+    }
+    const routable = onBackups ? backups : primaries;
+    let limited = false;
+    let ramping = false;
+    for (const v of routable) {
+      if ((v.maxConnections ?? 0) > 0) limited = true;
+      if ((v.share ?? SHARE_FULL) !== SHARE_FULL) ramping = true;
+    }
+    this.current = Object.freeze({ version: ++this.version, routable: Object.freeze(routable), total: this.backends.size, limited, ramping, onBackups });
     for (const listener of this.snapshotListeners) listener(this.current);
     if (change.added.length > 0 || change.removed.length > 0) {
       for (const listener of this.membershipListeners) listener(change);
