@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import type { HostPort } from "../pool/address.ts";
-import { PoolError, type AdminState, type BackendInfo, type BackendPool, type BackendView } from "../pool/pool.ts";
-import { StateFileError, type PersistedState, type StateStore } from "./state-file.ts";
+import { PoolError, type AdminState, type BackendInfo, type BackendOptions, type BackendPool, type BackendView } from "../pool/pool.ts";
+import { StateFileError, type ApiBackend, type PersistedState, type StateStore } from "./state-file.ts";
 
 interface Entry {
   readonly address: HostPort;
@@ -41,8 +41,8 @@ export class BackendChanges {
   private readonly pool: BackendPool;
   private readonly store: StateStore;
   private readonly log: Logger;
-  /** Backends added through the API, with their current weight. */
-  private readonly added = new Map<string, Entry>();
+  /** Backends added through the API, with their current weight and options. */
+  private readonly added = new Map<string, ApiBackend>();
   /**
    * Weights set through the API on backends others own. Kept by address even while the
    * backend is absent, so the weight applies again when discovery brings it back (and at
@@ -79,7 +79,7 @@ export class BackendChanges {
     this.persisted = state;
     this.reset(state);
     this.pool.onMembership((change) => this.applyRemembered(change.added));
-    for (const b of state.backends) this.pool.add("api", b.address, b.weight);
+    for (const b of state.backends) this.pool.add("api", b.address, b.weight, b);
     if (state.backends.length > 0 || state.weights.length > 0 || (state.states ?? []).length > 0) {
       this.log.info(
         { state_file: this.store.path, backends: state.backends.length, weights: state.weights.length, states: (state.states ?? []).length },
@@ -89,11 +89,11 @@ export class BackendChanges {
   }
 
   /** Adds a backend owned by the API. Throws PoolError "exists" if any source has it. */
-  async add(address: HostPort, weight: number): Promise<BackendInfo> {
+  async add(address: HostPort, weight: number, options: BackendOptions = {}): Promise<BackendInfo> {
     // An explicit weight on add beats one remembered for an absent backend.
     if (!this.pool.has(address.key)) this.weights.delete(address.key);
-    const info = this.pool.add("api", address, weight);
-    this.added.set(address.key, { address, weight });
+    const info = this.pool.add("api", address, weight, options);
+    this.added.set(address.key, { ...options, address, weight });
     await this.persist();
     return info;
   }
@@ -112,8 +112,9 @@ export class BackendChanges {
     let info = this.pool.get(address.key);
     if (!info) throw new PoolError("not_found", `backend ${address.key} not found`);
     if (change.weight === null) {
-      if (this.added.has(address.key)) {
-        this.added.set(address.key, { address, weight: DEFAULT_WEIGHT });
+      const added = this.added.get(address.key);
+      if (added) {
+        this.added.set(address.key, { ...added, weight: DEFAULT_WEIGHT });
         info = this.pool.setWeight(address.key, DEFAULT_WEIGHT);
       } else {
         this.weights.delete(address.key);
@@ -121,7 +122,8 @@ export class BackendChanges {
       }
     } else if (change.weight !== undefined) {
       info = this.pool.setWeight(address.key, change.weight);
-      if (this.added.has(address.key)) this.added.set(address.key, { address, weight: change.weight });
+      const added = this.added.get(address.key);
+      if (added) this.added.set(address.key, { ...added, weight: change.weight });
       else this.weights.set(address.key, { address, weight: change.weight });
     }
     if (change.state !== undefined) {

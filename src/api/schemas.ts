@@ -1,8 +1,9 @@
 import { z } from "zod";
 import { ADMIN_STATES } from "../pool/pool.ts";
-import { MAX_WEIGHT } from "../config/schema.ts";
+import { backendMaxConnections, MAX_WEIGHT, proxyProtocol } from "../config/schema.ts";
 import { parseHostPort, type HostPort } from "../pool/address.ts";
 import type { BackendInfo } from "../pool/pool.ts";
+import { SHARE_FULL } from "../pool/slow-start.ts";
 
 /**
  * The API's request and response shapes, defined once: the same zod schemas validate
@@ -35,9 +36,18 @@ const weight = z
   .max(MAX_WEIGHT, { error: WEIGHT_RULE })
   .meta({ description: `Share of traffic relative to other backends (integer 1-${MAX_WEIGHT})` });
 
+const maxConnections = backendMaxConnections.meta({
+  description: "Most connections open to this backend at once, over all threads; 0 = no limit. Past it the backend is not picked; clients wait up to timeouts.queue when every backend is full",
+});
+const backup = z.boolean({ error: "must be true or false" }).meta({ description: "Used only while no non-backup backend is routable" });
+const proxy = proxyProtocol.meta({ description: "PROXY protocol header sent to this backend before the client's bytes; absent: the global proxy_protocol" });
+
 export const addBackendBody = z
-  .strictObject({ address, weight: weight.default(1) }, jsonObject)
-  .meta({ id: "NewBackend", examples: [{ address: "10.0.0.4:3000", weight: 2 }] });
+  .strictObject(
+    { address, weight: weight.default(1), max_connections: maxConnections.default(0), backup: backup.default(false), proxy_protocol: proxy.optional() },
+    jsonObject,
+  )
+  .meta({ id: "NewBackend", examples: [{ address: "10.0.0.4:3000", weight: 2 }, { address: "10.0.0.5:3000", max_connections: 100, backup: true, proxy_protocol: "v2" }] });
 export type AddBackendBody = z.output<typeof addBackendBody>;
 
 export const updateBackendBody = z
@@ -67,6 +77,10 @@ export const backend = z
     healthy: z.boolean(),
     status: z.enum(["up", "down", "draining"]).meta({ description: "draining while the admin state is drain or maint, or discovery drains it" }),
     state: z.enum(ADMIN_STATES).meta({ description: "Admin state set through the API" }),
+    max_connections: maxConnections,
+    backup,
+    proxy_protocol: proxyProtocol.nullable().meta({ description: "This backend's own PROXY protocol setting; null: the global proxy_protocol applies" }),
+    slow_start_share: z.number().meta({ description: "Share of its weight it gets now, 0.1-1 (below 1 while slow start ramps it up)" }),
     source: z.enum(["static", "api", "docker", "kubernetes"]).meta({ description: "Who owns the backend; only api backends can be deleted" }),
     active_connections: z.int(),
     total_connections: z.number(),
@@ -101,6 +115,10 @@ export function toBackendJson(info: BackendInfo): BackendJson {
     last_checked_at: info.lastCheckedAt?.toISOString() ?? null,
     last_error: info.lastError,
     state: info.state,
+    max_connections: info.maxConnections,
+    backup: info.backup,
+    proxy_protocol: info.proxyProtocol ?? null,
+    slow_start_share: info.share / SHARE_FULL,
   };
 }
 

@@ -171,7 +171,8 @@ export class ApiServer {
     });
     this.route(ROUTES.listBackends, async () => pool.list().map(toBackendJson));
     this.route<{ Body: AddBackendBody }>(ROUTES.addBackend, async (request, reply) => {
-      const info = await changes.add(request.body.address, request.body.weight);
+      const body = request.body;
+      const info = await changes.add(body.address, body.weight, { maxConnections: body.max_connections, backup: body.backup, proxyProtocol: body.proxy_protocol });
       return reply
         .code(201)
         .header("location", `/backends/${encodeURIComponent(info.address)}`)

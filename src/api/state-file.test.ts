@@ -49,7 +49,9 @@ describe("StateFile", () => {
     for (const [content, problem] of [
       [{ version: 1, backends: [{ address: "10.0.0.1:0", weight: 1 }] }, /backends\[0\]\.address: port must be 1-65535/],
       [{ version: 1, weights: [{ address: "10.0.0.1:80", weight: 0 }] }, /weights\[0\]\.weight: must be an integer 1-1000/],
-      [{ version: 3 }, /version: must be 1 or 2/],
+      [{ version: 4 }, /version: must be 1, 2 or 3/],
+      [{ version: 3, backends: [{ address: "10.0.0.1:80", weight: 1, max_connections: -2 }] }, /backends\[0\]\.max_connections: must be a whole number/],
+      [{ version: 3, backends: [{ address: "10.0.0.1:80", weight: 1, proxy_protocol: "v9" }] }, /backends\[0\]\.proxy_protocol: must be one of off, v1, v2/],
       [{ version: 2, states: [{ address: "10.0.0.1:80", state: "off" }] }, /states\[0\]\.state: must be one of ready, drain, maint/],
       [{ version: 1, extra: true }, /extra|unrecognized/i],
       [{ version: 1, backends: [{ address: "a:1", weight: 1 }], weights: [{ address: "A:1", weight: 2 }] }, /a:1 appears twice/],
@@ -63,6 +65,24 @@ describe("StateFile", () => {
         return true;
       });
     }
+  });
+
+  it("keeps an API backend's options, as version 3 only when one is set", async () => {
+    const file = fresh();
+    const store = new StateFile(file);
+    const plain = { address: parseHostPort("10.0.0.1:80"), weight: 2 };
+    await store.write({ backends: [plain], weights: [] });
+    assert.equal(JSON.parse(readFileSync(file, "utf8")).version, 1);
+    const shaped = { address: parseHostPort("10.0.0.2:80"), weight: 1, maxConnections: 50, backup: true, proxyProtocol: "v2" as const };
+    await store.write({ backends: [plain, shaped], weights: [] });
+    const onDisk = JSON.parse(readFileSync(file, "utf8"));
+    assert.equal(onDisk.version, 3);
+    assert.deepEqual(onDisk.backends[1], { address: "10.0.0.2:80", weight: 1, max_connections: 50, backup: true, proxy_protocol: "v2" });
+    const back = await store.read();
+    assert.deepEqual(back.backends.map((b) => ({ ...b, address: b.address.key })), [
+      { address: "10.0.0.1:80", weight: 2 },
+      { address: "10.0.0.2:80", weight: 1, maxConnections: 50, backup: true, proxyProtocol: "v2" },
+    ]);
   });
 
   it("refuses an unreadable path", async () => {

@@ -1,19 +1,25 @@
 import { mkdir, open, readFile, rename } from "node:fs/promises";
 import path from "node:path";
 import { z } from "zod";
-import { backendAddress, weight } from "../config/schema.ts";
+import { backendAddress, backendMaxConnections, proxyProtocol, weight } from "../config/schema.ts";
 import { formatPath } from "../config/load.ts";
 import type { HostPort } from "../pool/address.ts";
-import { ADMIN_STATES, type AdminState } from "../pool/pool.ts";
+import { ADMIN_STATES, type AdminState, type BackendOptions } from "../pool/pool.ts";
 
 /** What the API changed, as kept across restarts. */
 export interface PersistedState {
-  /** Backends added through the API, with their current weight. */
-  readonly backends: ReadonlyArray<{ readonly address: HostPort; readonly weight: number }>;
+  /** Backends added through the API, with their current weight and the options they were added with. */
+  readonly backends: ReadonlyArray<ApiBackend>;
   /** Weights set through the API on backends that static config or discovery own. */
   readonly weights: ReadonlyArray<{ readonly address: HostPort; readonly weight: number }>;
   /** Admin states other than ready, on any backend, by address (none when absent). */
   readonly states?: ReadonlyArray<{ readonly address: HostPort; readonly state: AdminState }>;
+}
+
+/** A backend added through the API. */
+export interface ApiBackend extends BackendOptions {
+  readonly address: HostPort;
+  readonly weight: number;
 }
 
 export const EMPTY_STATE: PersistedState = { backends: [], weights: [], states: [] };
@@ -34,13 +40,29 @@ export class StateFileError extends Error {
 }
 
 const entry = z.strictObject({ address: backendAddress, weight });
+const apiBackend = z
+  .strictObject({
+    address: backendAddress,
+    weight,
+    max_connections: backendMaxConnections.optional(),
+    backup: z.boolean().optional(),
+    proxy_protocol: proxyProtocol.optional(),
+  })
+  .transform((b): ApiBackend => ({
+    address: b.address,
+    weight: b.weight,
+    ...(b.max_connections ? { maxConnections: b.max_connections } : {}),
+    ...(b.backup ? { backup: true } : {}),
+    ...(b.proxy_protocol ? { proxyProtocol: b.proxy_protocol } : {}),
+  }));
 const stateEntry = z.strictObject({ address: backendAddress, state: z.enum(ADMIN_STATES, { error: `must be one of ${ADMIN_STATES.join(", ")}` }) });
-// Version 2 adds admin states; a file without any is still written as version 1, so an
-// older gobalancer can read it.
+// Version 2 adds admin states, version 3 backend options (max_connections, backup,
+// proxy_protocol); a file without them is written as the oldest version that holds it,
+// so an older gobalancer can read it.
 const fileSchema = z
   .strictObject({
-    version: z.union([z.literal(1), z.literal(2)], { error: "must be 1 or 2 (written by a newer gobalancer?)" }),
-    backends: z.array(entry).default([]),
+    version: z.union([z.literal(1), z.literal(2), z.literal(3)], { error: "must be 1, 2 or 3 (written by a newer gobalancer?)" }),
+    backends: z.array(apiBackend).default([]),
     weights: z.array(entry).default([]),
     states: z.array(stateEntry).default([]),
   })
@@ -103,10 +125,17 @@ export class StateFile implements StateStore {
   }
 
   async write(state: PersistedState): Promise<void> {
+    const options = state.backends.some((b) => b.maxConnections || b.backup || b.proxyProtocol);
     const text = `${JSON.stringify(
       {
-        version: (state.states ?? []).length > 0 ? 2 : 1,
-        backends: state.backends.map((b) => ({ address: b.address.key, weight: b.weight })),
+        version: options ? 3 : (state.states ?? []).length > 0 ? 2 : 1,
+        backends: state.backends.map((b) => ({
+          address: b.address.key,
+          weight: b.weight,
+          ...(b.maxConnections ? { max_connections: b.maxConnections } : {}),
+          ...(b.backup ? { backup: true } : {}),
+          ...(b.proxyProtocol ? { proxy_protocol: b.proxyProtocol } : {}),
+        })),
         weights: state.weights.map((w) => ({ address: w.address.key, weight: w.weight })),
         ...((state.states ?? []).length > 0 ? { states: state.states!.map((s) => ({ address: s.address.key, state: s.state })) } : {}),
       },
