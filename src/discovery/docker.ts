@@ -3,6 +3,8 @@ import Docker from "dockerode";
 import type { Logger } from "pino";
 import type { DesiredBackend } from "../pool/pool.ts";
 import { factsFromInspect, judge, type ContainerFacts, type JudgeOptions, type Verdict } from "./docker-container.ts";
+import { errorText } from "./error-text.ts";
+import { backoffDelay, sleep, type Backoff } from "./retry.ts";
 import type { ApplyDesired, DiscoverySource } from "./source.ts";
 
 /**
@@ -21,8 +23,8 @@ export interface DockerSourceOptions {
   readonly logger: Logger;
   /** Where DOCKER_HOST and friends are read; the process environment by default. */
   readonly env?: NodeJS.ProcessEnv;
-  /** Reconnect delays: doubling from initialMs up to maxMs. */
-  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
+  /** Reconnect delays: doubling from initialMs up to maxMs, each ±20% (see retry.ts). */
+  readonly backoff?: Backoff;
   /** Limit for one list or inspect call (never for the events stream). */
   readonly requestTimeoutMs?: number;
 }
@@ -85,7 +87,7 @@ export class DockerSource implements DiscoverySource {
   private readonly judging: JudgeOptions;
   private readonly apply: ApplyDesired;
   private readonly log: Logger;
-  private readonly backoff: { readonly initialMs: number; readonly maxMs: number };
+  private readonly backoff: Backoff;
   private readonly requestTimeoutMs: number;
 
   private readonly containers = new Map<string, Tracked>();
@@ -96,17 +98,17 @@ export class DockerSource implements DiscoverySource {
   /** The last warning logged per container, so each problem is logged once. */
   private readonly warned = new Map<string, string>();
 
+  /** Aborted by stop(): ends the wait for a reconnect. */
+  private readonly lifetime = new AbortController();
   /** Aborts everything belonging to the current connection (stream, lists, inspects). */
   private session: AbortController | undefined;
-  private retryTimer: NodeJS.Timeout | undefined;
   /** Connection attempts that failed since the last success (for log cadence). */
   private failures = 0;
-  /** Backoff exponent; only a connection that lasted a while resets it (no reconnect storms). */
-  private backoffLevel = 0;
+  /** Reconnects since the backoff was reset; only a connection that lasted a while resets it (no reconnect storms). */
+  private retries = 0;
   /** When the current connection was established; undefined while disconnected. */
   private connectedAt: number | undefined;
   private connectedOnce = false;
-  private stopped = false;
 
   constructor(opts: DockerSourceOptions) {
     const endpoint = dockerEndpoint(opts.host, opts.env ?? process.env);
@@ -125,10 +127,13 @@ export class DockerSource implements DiscoverySource {
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.retryTimer);
+    this.lifetime.abort();
     this.session?.abort();
     this.session = undefined;
+  }
+
+  private get stopped(): boolean {
+    return this.lifetime.signal.aborted;
   }
 
   /**
@@ -190,9 +195,9 @@ export class DockerSource implements DiscoverySource {
     session.abort();
     this.session = undefined;
     const wasConnected = this.connectedAt !== undefined;
-    if (wasConnected && Date.now() - this.connectedAt! > STABLE_MS) this.backoffLevel = 0;
+    if (wasConnected && Date.now() - this.connectedAt! > STABLE_MS) this.retries = 0;
     this.connectedAt = undefined;
-    const delay = Math.min(this.backoff.maxMs, this.backoff.initialMs * 2 ** Math.min(this.backoffLevel++, 16));
+    const delay = backoffDelay(this.backoff, ++this.retries);
     const fields = { host: this.endpoint, err: errorText(err), retry_in_ms: delay };
     if (wasConnected) {
       this.log.warn(fields, "docker connection lost; reconnecting");
@@ -205,7 +210,8 @@ export class DockerSource implements DiscoverySource {
         else this.log.warn(line, "docker still unreachable; retrying");
       }
     }
-    this.retryTimer = setTimeout(() => void this.connect(), delay);
+    // After stop() the sleep ends at once and connect() returns.
+    void sleep(delay, this.lifetime.signal).then(() => this.connect());
   }
 
   /** Lists every enabled container and replaces what we knew with it. */
@@ -325,11 +331,6 @@ export class DockerSource implements DiscoverySource {
   private publish(): void {
     if (!this.stopped) this.apply(this.desired());
   }
-}
-
-function errorText(err: unknown): string {
-  const e = err as { message?: string; code?: string } | undefined;
-  return e?.message || e?.code || String(err);
 }
 
 /** Runs `fn` over `items` with at most `limit` calls in flight; rejects on the first error. */

@@ -1,147 +1,13 @@
-import { isIP } from "node:net";
 import type { Logger } from "pino";
 import type { ConfigurationOptions, DiscoveryV1Api, KubeConfig, Watch } from "@kubernetes/client-node";
-import { formatHostPort, parseHostPort } from "../pool/address.ts";
-import type { DesiredBackend } from "../pool/pool.ts";
+import { errorText } from "./error-text.ts";
+import { desiredFromSlices, resourceVersionOf, sliceFacts, watchError, type SliceFacts } from "./kubernetes-slices.ts";
+import { backoffDelay, sleep, type Backoff } from "./retry.ts";
 import type { ApplyDesired, DiscoverySource } from "./source.ts";
 
-// ---- EndpointSlices → desired backends (pure) -----------------------------------------
-
-/** One port of an EndpointSlice. */
-export interface SlicePort {
-  readonly name: string;
-  /** Absent means "all ports" in the API, which gives us no port to dial. */
-  readonly port: number | undefined;
-  readonly protocol: string;
-}
-
-/** One endpoint, with the API's nil conditions already resolved to their documented meaning. */
-export interface SliceEndpoint {
-  /** The first address; the API says the others are fungible and consumers may ignore them. */
-  readonly address: string | undefined;
-  readonly ready: boolean;
-  readonly serving: boolean;
-  readonly terminating: boolean;
-}
-
-/** What discovery needs of one EndpointSlice, converted at the API boundary. */
-export interface SliceFacts {
-  readonly name: string;
-  readonly addressType: string;
-  readonly ports: readonly SlicePort[];
-  readonly endpoints: readonly SliceEndpoint[];
-}
-
-type Json = Record<string, unknown>;
-const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
-const optionalBool = (v: unknown): boolean | undefined => (typeof v === "boolean" ? v : undefined);
-
-/**
- * Reads an EndpointSlice as the API server sends it (watch events carry raw JSON; the list
- * call returns client-node's model objects, which use the same property names). Returns
- * undefined for something that is not a named object.
- */
-export function sliceFacts(obj: unknown): SliceFacts | undefined {
-  if (!isObject(obj) || !isObject(obj.metadata) || typeof obj.metadata.name !== "string") return undefined;
-  const ports: SlicePort[] = [];
-  for (const p of Array.isArray(obj.ports) ? obj.ports : []) {
-    if (!isObject(p)) continue;
-    ports.push({
-      name: typeof p.name === "string" ? p.name : "",
-      port: typeof p.port === "number" ? p.port : undefined,
-      protocol: typeof p.protocol === "string" ? p.protocol : "TCP", // the API's default
-    });
-  }
-  const endpoints: SliceEndpoint[] = [];
-  for (const e of Array.isArray(obj.endpoints) ? obj.endpoints : []) {
-    if (!isObject(e)) continue;
-    const c = isObject(e.conditions) ? e.conditions : {};
-    // API semantics: a nil `ready` is unknown and "consumers should interpret this as ready";
-    // a nil `serving` defers to `ready`; a nil `terminating` means not terminating.
-    const ready = optionalBool(c.ready) ?? true;
-    endpoints.push({
-      address: Array.isArray(e.addresses) && typeof e.addresses[0] === "string" ? e.addresses[0] : undefined,
-      ready,
-      serving: optionalBool(c.serving) ?? ready,
-      terminating: optionalBool(c.terminating) ?? false,
-    });
-  }
-  return {
-    name: obj.metadata.name,
-    addressType: typeof obj.addressType === "string" ? obj.addressType : "",
-    ports,
-    endpoints,
-  };
-}
-
-/**
- * The port to dial for `wanted` (a port name, a port number, or "" for the only port).
- * Only TCP ports count: a Service that also exposes UDP (DNS, say) still has one TCP port.
- */
-export function choosePort(ports: readonly SlicePort[], wanted: string): { port: number } | { problem: string } {
-  const tcp = ports.filter((p): p is SlicePort & { port: number } => p.protocol === "TCP" && p.port !== undefined);
-  const list = tcp.map((p) => (p.name ? `${p.name}=${p.port}` : String(p.port))).join(", ");
-  if (wanted === "") {
-    if (tcp.length === 1) return checkedPort(tcp[0]!.port);
-    if (tcp.length === 0) return { problem: "has no TCP port" };
-    return { problem: `has several TCP ports (${list}); set discovery.kubernetes.port to pick one` };
-  }
-  // Port names must contain a letter (IANA_SVC_NAME), so an all-digit value is a number.
-  const byNumber = /^\d+$/.test(wanted);
-  const match = tcp.find((p) => (byNumber ? p.port === Number(wanted) : p.name === wanted));
-  if (match) return checkedPort(match.port);
-  return { problem: `has no TCP port ${byNumber ? "numbered" : "named"} ${wanted} (ports: ${list || "none"})` };
-}
-
-/** The API server validates ports; a slice that got past it with a bad one is skipped, not thrown on. */
-function checkedPort(port: number): { port: number } | { problem: string } {
-  return Number.isInteger(port) && port >= 1 && port <= 65535 ? { port } : { problem: `has TCP port ${JSON.stringify(port)}, not 1-65535` };
-}
-
-/** The desired set for one Service, and why any slice contributed nothing (by slice name). */
-export interface DesiredFromSlices {
-  readonly desired: DesiredBackend[];
-  readonly problems: Map<string, string>;
-}
-
-/**
- * The union of the Service's slices: ready endpoints are routable; serving endpoints that
- * are terminating drain (open connections finish, no new ones); anything else is out.
- * An endpoint listed in two slices (as it can be while it moves) takes its best state.
- */
-export function desiredFromSlices(slices: Iterable<SliceFacts>, wantedPort: string): DesiredFromSlices {
-  const problems = new Map<string, string>();
-  const chosen = new Map<string, DesiredBackend>();
-  for (const slice of slices) {
-    const family = slice.addressType === "IPv4" ? 4 : slice.addressType === "IPv6" ? 6 : 0;
-    if (family === 0) {
-      problems.set(slice.name, `has addressType ${slice.addressType || "(none)"}; only IPv4 and IPv6 slices are used`);
-      continue;
-    }
-    const choice = choosePort(slice.ports, wantedPort);
-    if ("problem" in choice) {
-      problems.set(slice.name, choice.problem);
-      continue;
-    }
-    for (const e of slice.endpoints) {
-      const draining = !e.ready && e.serving && e.terminating;
-      if (!e.ready && !draining) continue;
-      if (e.address === undefined || isIP(e.address) !== family) {
-        if (!problems.has(slice.name)) problems.set(slice.name, `has an endpoint address that is not ${slice.addressType}: ${e.address ?? "(none)"}`);
-        continue;
-      }
-      const address = parseHostPort(formatHostPort(e.address, choice.port));
-      const previous = chosen.get(address.key);
-      if (previous && !previous.draining) continue;
-      chosen.set(address.key, draining ? { address, weight: 1, draining: true } : { address, weight: 1 });
-    }
-  }
-  // Sorted, so every replica hands the pool the same order.
-  const desired = [...chosen.values()].sort((a, b) => (a.address.key < b.address.key ? -1 : a.address.key > b.address.key ? 1 : 0));
-  return { desired, problems };
-}
-
-// ---- the informer ---------------------------------------------------------------------
+// The conversion from EndpointSlices is kubernetes-slices.ts; these two stay importable
+// from here, beside the source they serve.
+export { desiredFromSlices, sliceFacts } from "./kubernetes-slices.ts";
 
 export interface KubernetesSourceOptions {
   readonly namespace: string;
@@ -150,8 +16,8 @@ export interface KubernetesSourceOptions {
   readonly port: string;
   readonly logger: Logger;
   readonly apply: ApplyDesired;
-  /** Delay after the first failure, doubled per failure up to maxMs (each ±20%). */
-  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
+  /** Delay after the first failure, doubled per failure up to maxMs (each ±20%, see retry.ts). */
+  readonly backoff?: Backoff;
   /** A list that has not answered in this time is abandoned and retried. */
   readonly listTimeoutMs?: number;
 }
@@ -188,17 +54,16 @@ export class KubernetesSource implements DiscoverySource {
   readonly kind = "kubernetes" as const;
   private readonly opts: KubernetesSourceOptions;
   private readonly log: Logger;
-  private readonly backoff: { readonly initialMs: number; readonly maxMs: number };
+  private readonly backoff: Backoff;
   private readonly listTimeoutMs: number;
   /** The Service's slices by name: the informer's cache. */
   private readonly slices = new Map<string, SliceFacts>();
   /** The last warning logged per slice, so a broken slice warns once, not per event. */
   private readonly warned = new Map<string, string>();
-  private stopped = false;
+  /** Aborted by stop(): cancels whatever the loop is waiting on (a list, a watch, or a backoff delay). */
+  private readonly lifetime = new AbortController();
   private applyQueued = false;
   private loop: Promise<void> | undefined;
-  /** Cancels whatever the loop is waiting on: a list, a watch, or a backoff delay. */
-  private cancelWait: (() => void) | undefined;
   private client: { api: DiscoveryV1Api; watch: Watch; withSignal: (signal: AbortSignal) => ConfigurationOptions } | undefined;
 
   constructor(opts: KubernetesSourceOptions) {
@@ -254,9 +119,12 @@ export class KubernetesSource implements DiscoverySource {
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    this.cancelWait?.();
+    this.lifetime.abort(new Error("stopped"));
     await this.loop;
+  }
+
+  private get stopped(): boolean {
+    return this.lifetime.signal.aborted;
   }
 
   private async run(firstAttempt: () => void): Promise<void> {
@@ -270,10 +138,10 @@ export class KubernetesSource implements DiscoverySource {
           justListed = true;
         } catch (err) {
           if (this.stopped) break;
-          const delay = this.delayFor(++failures);
-          this.log.warn({ err: describeError(err), attempt: failures, retry_in_ms: delay }, "kubernetes list failed");
+          const delay = backoffDelay(this.backoff, ++failures);
+          this.log.warn({ err: errorText(err), attempt: failures, retry_in_ms: delay }, "kubernetes list failed");
           firstAttempt();
-          await this.sleep(delay);
+          await sleep(delay, this.lifetime.signal);
           continue;
         }
         firstAttempt();
@@ -290,13 +158,13 @@ export class KubernetesSource implements DiscoverySource {
         this.log.info({ resource_version: resourceVersion }, "kubernetes watch expired; re-listing");
         resourceVersion = "";
         // A server answering 410 to a watch from the list it has just given is broken: do not spin.
-        if (fromList && end.events === 0) await this.sleep(this.delayFor(++failures));
+        if (fromList && end.events === 0) await sleep(backoffDelay(this.backoff, ++failures), this.lifetime.signal);
         continue;
       }
       if (end.error !== undefined || !end.connected) {
-        const delay = this.delayFor(++failures);
+        const delay = backoffDelay(this.backoff, ++failures);
         this.log.warn({ err: end.error ?? "watch failed", resource_version: resourceVersion, attempt: failures, retry_in_ms: delay }, "kubernetes watch failed");
-        await this.sleep(delay);
+        await sleep(delay, this.lifetime.signal);
         continue;
       }
       // A clean end (the server's watch timeout, or silence past the client's): resume from
@@ -305,7 +173,7 @@ export class KubernetesSource implements DiscoverySource {
       if (healthy) {
         this.log.debug({ resource_version: resourceVersion, events: end.events }, "kubernetes watch ended; resuming");
       } else {
-        await this.sleep(this.delayFor(++failures));
+        await sleep(backoffDelay(this.backoff, ++failures), this.lifetime.signal);
       }
     }
   }
@@ -313,13 +181,13 @@ export class KubernetesSource implements DiscoverySource {
   /** Lists the Service's slices, replaces the cache with them, and returns the list's resourceVersion. */
   private async list(): Promise<string> {
     const { api, withSignal } = this.client!;
-    const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(new Error(`no answer in ${this.listTimeoutMs}ms`)), this.listTimeoutMs);
-    this.cancelWait = () => abort.abort(new Error("stopped"));
+    const slow = new AbortController();
+    const timer = setTimeout(() => slow.abort(new Error(`no answer in ${this.listTimeoutMs}ms`)), this.listTimeoutMs);
+    const signal = AbortSignal.any([this.lifetime.signal, slow.signal]);
     try {
       const list = await api.listNamespacedEndpointSlice(
         { namespace: this.opts.namespace, labelSelector: `${SERVICE_LABEL}=${this.opts.service}` },
-        withSignal(abort.signal),
+        withSignal(signal),
       );
       if (this.stopped) return "";
       this.slices.clear();
@@ -332,16 +200,16 @@ export class KubernetesSource implements DiscoverySource {
       this.log.info({ slices: this.slices.size, backends, resource_version: resourceVersion }, "kubernetes endpoints listed");
       return resourceVersion;
     } catch (err) {
-      throw abort.signal.aborted ? abort.signal.reason : err;
+      throw signal.aborted ? signal.reason : err;
     } finally {
       clearTimeout(timer);
-      this.cancelWait = undefined;
     }
   }
 
   /** One watch request, from `resourceVersion` until the server or the client ends it. */
   private watchOnce(resourceVersion: string): Promise<WatchEnd> {
     const { watch } = this.client!;
+    const lifetime = this.lifetime.signal;
     const started = Date.now();
     let latest = resourceVersion;
     let expired = false;
@@ -354,22 +222,24 @@ export class KubernetesSource implements DiscoverySource {
       const done = (err: unknown) => {
         if (ended) return;
         ended = true;
-        this.cancelWait = undefined;
+        lifetime.removeEventListener("abort", onStop);
         // An HTTP 410 to the watch request is the other way a server says "too old".
-        if (isObject(err) && err.statusCode === 410) expired = true;
+        if ((err as { statusCode?: unknown } | null | undefined)?.statusCode === 410) expired = true;
         // Watch reports its own inactivity abort as TimeoutError: a quiet but healthy
         // stream (client-node aborts after 30s without a byte), resumed like a clean end.
         const timedOut = err instanceof Error && err.name === "TimeoutError" && connected;
-        const error = expired || timedOut || this.stopped ? undefined : err ? describeError(err) : eventError;
+        const error = expired || timedOut || this.stopped ? undefined : err ? errorText(err) : eventError;
         resolve({ resourceVersion: latest, expired, connected, events, error, durationMs: Date.now() - started });
       };
-      this.cancelWait = () => {
+      const onStop = () => {
         controller?.abort();
         done(undefined);
       };
+      if (lifetime.aborted) return onStop();
+      lifetime.addEventListener("abort", onStop, { once: true });
       const onEvent = (type: string, obj: unknown) => {
         if (ended || this.stopped) return;
-        const rv = isObject(obj) && isObject(obj.metadata) && typeof obj.metadata.resourceVersion === "string" ? obj.metadata.resourceVersion : undefined;
+        const rv = resourceVersionOf(obj);
         switch (type) {
           case "ADDED":
           case "MODIFIED": {
@@ -387,10 +257,9 @@ export class KubernetesSource implements DiscoverySource {
           case "BOOKMARK":
             break; // only moves the resourceVersion forward
           case "ERROR": {
-            // A Status object. 410 Expired/Gone: our resourceVersion was compacted away.
-            const status = isObject(obj) ? obj : {};
-            if (status.code === 410) expired = true;
-            else eventError = `watch error event: ${typeof status.message === "string" ? status.message : JSON.stringify(status)}`;
+            const status = watchError(obj);
+            if (status.expired) expired = true;
+            else eventError = status.message;
             return; // a Status's resourceVersion is not a position in the stream
           }
           default:
@@ -440,50 +309,4 @@ export class KubernetesSource implements DiscoverySource {
     this.opts.apply(desired);
     return desired.length;
   }
-
-  private delayFor(failures: number): number {
-    const base = Math.min(this.backoff.maxMs, this.backoff.initialMs * 2 ** Math.min(failures - 1, 30));
-    return Math.round(base * (0.8 + Math.random() * 0.4));
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(finish, ms);
-      function finish() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.cancelWait = () => {
-        this.cancelWait = undefined;
-        finish();
-      };
-    });
-  }
-}
-
-/** One line for a failed API call: status and the server's message, or the network error. */
-function describeError(err: unknown): string {
-  if (!isObject(err) && !(err instanceof Error)) return String(err);
-  const e = err as Json & { message?: string; cause?: unknown };
-  const code = typeof e.code === "number" ? e.code : typeof e.statusCode === "number" ? e.statusCode : undefined;
-  if (code !== undefined) {
-    let detail = "";
-    if (isObject(e.body) && typeof e.body.message === "string") detail = e.body.message;
-    else if (typeof e.body === "string" && e.body !== "") {
-      try {
-        const parsed: unknown = JSON.parse(e.body);
-        if (isObject(parsed) && typeof parsed.message === "string") detail = parsed.message;
-      } catch {
-        detail = e.body.slice(0, 200);
-      }
-    } else if (typeof e.message === "string") {
-      // client-node's ApiException message is "HTTP-Code: 401\nMessage: Unauthorized\nBody: …".
-      detail = /^Message: (.*)$/m.exec(e.message)?.[1] ?? (e.message.startsWith("HTTP-Code") ? "" : e.message);
-    }
-    return `HTTP ${code}${detail ? `: ${detail}` : ""}`;
-  }
-  const cause = isObject(e.cause) || e.cause instanceof Error ? (e.cause as Json & { message?: string }) : undefined;
-  const causeText = cause ? String(cause.message ?? cause.code ?? "") : "";
-  const message = typeof e.message === "string" ? e.message : String(err);
-  return causeText && !message.includes(causeText) ? `${message}: ${causeText}` : message;
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { choosePort, desiredFromSlices, sliceFacts, type SliceFacts, type SlicePort } from "./kubernetes.ts";
+import { choosePort, desiredFromSlices, sliceFacts, type SliceFacts, type SlicePort } from "./kubernetes-slices.ts";
 
 /** An EndpointSlice in the API's JSON, trimmed to the fields that matter here. */
 function slice(name: string, endpoints: unknown[], ports: unknown[] = [{ name: "http", protocol: "TCP", port: 8080 }], addressType = "IPv4"): unknown {
