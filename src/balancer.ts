@@ -5,18 +5,20 @@ import { exposureProblem } from "./api/auth.ts";
 import { BackendChanges } from "./api/changes.ts";
 import { ApiServer } from "./api/server.ts";
 import { StateFile } from "./api/state-file.ts";
+import { configDifferences, type ReloadResult } from "./config/reload.ts";
+import { ConfigError, loadConfigFile } from "./config/load.ts";
 import type { Config } from "./config/schema.ts";
 import { DockerSource } from "./discovery/docker.ts";
 import { StaticSource } from "./discovery/static.ts";
 import type { DiscoverySource } from "./discovery/source.ts";
 import { KubernetesSource } from "./discovery/kubernetes.ts";
 import { HealthMonitor } from "./health/monitor.ts";
-import { checkAccessLog, openAccessLog } from "./log/access-log.ts";
+import { checkAccessLog, openAccessLog, type AccessLog } from "./log/access-log.ts";
 import { Metrics } from "./metrics/metrics.ts";
 import { packageVersion } from "./version.ts";
 import { CounterTable, CounterView } from "./pool/counters.ts";
 import { BackendPool, type BackendView } from "./pool/pool.ts";
-import { DataPlane, type DataPath } from "./proxy/data-plane.ts";
+import { DataPlane, type DataPath, type PlaneSettings } from "./proxy/data-plane.ts";
 import { descriptorConnectionCap } from "./proxy/descriptors.ts";
 import { loadHandleBindings } from "./proxy/node-internals.ts";
 import { ThreadedDataPlane } from "./proxy/threads.ts";
@@ -27,13 +29,16 @@ import { ThreadedDataPlane } from "./proxy/threads.ts";
  */
 export class Balancer {
   readonly pool: BackendPool;
-  private readonly config: Config;
+  private config: Config;
+  /** The file reload() reads; undefined when the config did not come from a file. */
+  private readonly configFile: string | undefined;
+  private reloading: Promise<unknown> = Promise.resolve();
   private readonly log: Logger;
   private readonly dataPlane: DataPlane | ThreadedDataPlane;
   private readonly threads: number;
   private readonly dataPath: DataPath;
   private readonly health: HealthMonitor;
-  private readonly sources: DiscoverySource[] = [];
+  private sources: DiscoverySource[] = [];
   private readonly changes: BackendChanges;
   private readonly api: ApiServer;
   private listening: AddressInfo | undefined;
@@ -43,11 +48,12 @@ export class Balancer {
    * `onFatal` is called if the process can no longer work correctly (a data-plane thread
    * died): the caller should log and exit so a supervisor restarts it.
    */
-  constructor(config: Config, logger: Logger, onFatal: (err: Error) => void = () => {}) {
+  constructor(config: Config, logger: Logger, onFatal: (err: Error) => void = () => {}, configFile?: string) {
     // Before anything starts (threads included): an open admin API is refused outright.
     const exposed = exposureProblem(config.api);
     if (exposed) throw new Error(exposed);
     this.config = config;
+    this.configFile = configFile;
     this.log = logger;
     this.threads = config.workers === "auto" ? availableParallelism() : config.workers;
     // Threads open their own access log; with one thread the data plane below opens it.
@@ -69,14 +75,10 @@ export class Balancer {
     const onDialFailure = (backend: BackendView, reason: string) => this.health.reportPassiveFailure(backend.key, reason);
     this.dataPath = resolveDataPath(config.dataPath, logger);
     const planeOptions = {
+      ...planeSettings(config),
       listen: config.listen,
       dataPath: this.dataPath,
-      algorithm: config.algorithm,
-      retries: config.retries,
-      maxConnections: config.maxConnections,
       descriptorCap: descriptorConnectionCap(),
-      connectTimeoutMs: config.timeouts.connectMs,
-      idleTimeoutMs: config.timeouts.idleMs,
     };
     // One thread: the data plane shares the main thread's event loop, with no message
     // hop for snapshots. More: each thread has its own listener on the same port.
@@ -120,16 +122,18 @@ export class Balancer {
       changes: this.changes,
       logger,
       draining: () => this.shuttingDown,
+      reload: () => this.reload(),
     });
-    if (config.discovery.type === "static") {
-      this.sources.push(new StaticSource(config.discovery.backends, (d) => this.pool.reconcile("static", d)));
-    } else if (config.discovery.type === "kubernetes") {
-      this.sources.push(new KubernetesSource({ ...config.discovery.kubernetes, logger, apply: (d) => void this.pool.reconcile("kubernetes", d) }));
-    } else if (config.discovery.type === "docker") {
-      this.sources.push(new DockerSource({ ...config.discovery.docker, logger, apply: (d) => void this.pool.reconcile("docker", d) }));
-    } else {
-      throw new Error(`discovery type ${config.discovery.type} is not available in this build`);
-    }
+    this.sources = [this.createSource(config)];
+  }
+
+  private createSource(config: Config): DiscoverySource {
+    const { discovery } = config;
+    const logger = this.log;
+    if (discovery.type === "static") return new StaticSource(discovery.backends, (d) => this.pool.reconcile("static", d));
+    if (discovery.type === "kubernetes") return new KubernetesSource({ ...discovery.kubernetes, logger, apply: (d) => void this.pool.reconcile("kubernetes", d) });
+    if (discovery.type === "docker") return new DockerSource({ ...discovery.docker, logger, apply: (d) => void this.pool.reconcile("docker", d) });
+    throw new Error(`discovery type ${discovery.type} is not available in this build`);
   }
 
   /**
@@ -140,6 +144,8 @@ export class Balancer {
     // Before discovery, so saved weights apply as discovered backends appear.
     await this.changes.restore();
     for (const source of this.sources) await source.start();
+    // From now on, backends that join or come back up ramp up; those here now do not.
+    this.pool.setSlowStart(this.config.slowStartMs);
     let api: AddressInfo;
     try {
       api = await this.api.listen();
@@ -184,11 +190,92 @@ export class Balancer {
     const active = this.dataPlane.activeConnections;
     this.log.info({ active_connections: active, timeout_ms: this.config.timeouts.shutdownMs }, "shutting down: draining connections");
     this.health.stop(); // no new connections will be routed, so verdicts no longer matter
+    this.pool.stop();
     await this.stopSources();
     const forced = await this.dataPlane.drain(this.config.timeouts.shutdownMs);
     // The API serves (answering /health with 503) until the drain is over.
     await this.api.close();
     this.log.info({ closed_at_deadline: forced }, "shutdown complete");
+  }
+
+  /**
+   * Reads the config file again and applies what changed, without cutting an open
+   * connection (SIGHUP, POST /reload). An invalid file, or a new listen address that
+   * cannot be bound, changes nothing. Settings that need a restart are left as they were
+   * and named. One reload at a time: a second waits for the first.
+   */
+  reload(): Promise<ReloadResult> {
+    const run = this.reloading.then(() => this.reloadNow());
+    this.reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  private async reloadNow(): Promise<ReloadResult> {
+    const file = this.configFile;
+    if (file === undefined) return this.refuse("the config did not come from a file");
+    if (this.shuttingDown) return this.refuse("shutting down");
+    let loaded: Config;
+    try {
+      loaded = await loadConfigFile(file);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      this.log.error({ config: file, problems: err.problems }, "reload refused: invalid config; still running on the previous one");
+      return { status: "invalid", file, problems: err.problems };
+    }
+    const { applied, needRestart, config: next } = configDifferences(this.config, loaded);
+    const previous = this.config;
+    // What can fail comes first, so a failure leaves everything as it was.
+    let accessLog: AccessLog | null = null;
+    try {
+      if (this.dataPlane instanceof DataPlane) accessLog = openAccessLog(next.accessLog, this.log);
+      else checkAccessLog(next.accessLog);
+    } catch (err) {
+      return this.refuse((err as Error).message);
+    }
+    const moving = previous.listen.key !== next.listen.key;
+    let listening: AddressInfo | undefined;
+    if (moving) {
+      try {
+        listening = await this.dataPlane.addListener(next.listen);
+      } catch (err) {
+        accessLog?.close();
+        return this.refuse((err as Error).message);
+      }
+    }
+    this.config = next;
+    this.log.level = next.log.level;
+    this.health.configure(next.healthCheck);
+    this.pool.setSlowStart(next.slowStartMs);
+    if (this.dataPlane instanceof DataPlane) this.dataPlane.configure(planeSettings(next), accessLog);
+    else await this.dataPlane.configure(planeSettings(next), next.accessLog, next.log.level);
+    if (applied.includes("discovery")) await this.rediscover(previous, next);
+    if (listening !== undefined) {
+      // Only now: the new listener has been accepting since addListener.
+      await this.dataPlane.closeOldListener();
+      this.listening = listening;
+    }
+    if (needRestart.length > 0) this.log.warn({ keys: needRestart }, "reload: these settings need a restart and were left as they were");
+    this.log.info({ config: file, applied, ...(moving ? { listen: formatAddress(listening!) } : {}) }, "config reloaded");
+    return { status: "reloaded", applied, needRestart };
+  }
+
+  private refuse(reason: string): ReloadResult {
+    this.log.error({ reason }, "reload refused; still running on the previous config");
+    return { status: "refused", reason };
+  }
+
+  /** Discovery changed: static backends are reconciled; another kind of source replaces the old. */
+  private async rediscover(previous: Config, next: Config): Promise<void> {
+    const [current] = this.sources;
+    if (previous.discovery.type === "static" && next.discovery.type === "static" && current instanceof StaticSource) {
+      current.update(next.discovery.backends);
+      return;
+    }
+    await this.stopSources();
+    // The old source's backends go (open connections to them finish); the new one's come.
+    this.pool.reconcile(previous.discovery.type, []);
+    this.sources = [this.createSource(next)];
+    for (const source of this.sources) await source.start();
   }
 
   private async stopSources(): Promise<void> {
@@ -206,6 +293,20 @@ function resolveDataPath(wanted: "auto" | "handles" | "sockets", log: Logger): D
   if (typeof bindings !== "string") return "handles";
   log.warn({ data_path: wanted, reason: bindings }, "libuv handles unavailable on this Node: the data path runs on net.Socket");
   return "sockets";
+}
+
+/** The part of the config a running data plane takes (at start and on reload). */
+function planeSettings(config: Config): PlaneSettings {
+  return {
+    algorithm: config.algorithm,
+    retries: config.retries,
+    maxConnections: config.maxConnections,
+    connectTimeoutMs: config.timeouts.connectMs,
+    idleTimeoutMs: config.timeouts.idleMs,
+    queueTimeoutMs: config.timeouts.queueMs,
+    proxyProtocol: config.proxyProtocol,
+    listenProxyProtocol: config.listenProxyProtocol,
+  };
 }
 
 export function formatAddress(a: AddressInfo): string {

@@ -80,10 +80,15 @@ async function run(file: string): Promise<number> {
   const log = createLogger(config.log);
   let stopped: Promise<number>;
   try {
-    const balancer = new Balancer(config, log, (err) => {
-      log.error({ err: err.message }, "fatal: exiting");
-      process.exit(1);
-    });
+    const balancer = new Balancer(
+      config,
+      log,
+      (err) => {
+        log.error({ err: err.message }, "fatal: exiting");
+        process.exit(1);
+      },
+      file,
+    );
     // Handlers go in before start-up: a supervisor may signal as soon as it reads the
     // "gobalancer started" line, before the code after start() has run.
     stopped = waitForSignals(balancer, log);
@@ -95,8 +100,16 @@ async function run(file: string): Promise<number> {
   return stopped;
 }
 
-/** First SIGTERM/SIGINT drains and resolves 0; a second one exits at once. */
+/**
+ * First SIGTERM/SIGINT drains and resolves 0; a second one exits at once. SIGHUP (what
+ * systemd's ExecReload and logrotate send) reloads the config file; by default it would
+ * end the process.
+ */
 function waitForSignals(balancer: Balancer, log: Logger): Promise<number> {
+  process.on("SIGHUP", () => {
+    log.info({ signal: "SIGHUP" }, "signal received: reloading the config");
+    balancer.reload().catch((err: unknown) => log.error({ err: (err as Error).message }, "reload failed"));
+  });
   return new Promise((resolve) => {
     let signalled = false;
     const onSignal = (signal: NodeJS.Signals) => {

@@ -39,6 +39,10 @@ const BACKEND_FIELDS = [
   "status",
   "total_connections",
   "weight",
+  "max_connections",
+  "backup",
+  "proxy_protocol",
+  "slow_start_share",
 ].sort();
 
 interface Reply<T = unknown> {
@@ -124,6 +128,10 @@ describe("REST API endpoints", () => {
       last_checked_at: body[0]!.last_checked_at, // the health checker's business
       last_error: body[0]!.last_error,
       state: "ready",
+      max_connections: 0,
+      backup: false,
+      proxy_protocol: null,
+      slow_start_share: 1,
     });
   });
 
@@ -212,7 +220,7 @@ describe("REST API endpoints", () => {
     const res = await call<{ openapi: string; paths: Record<string, unknown> }>(lb, "GET", "/openapi.json");
     assert.equal(res.status, 200);
     assert.equal(res.body.openapi, "3.1.0");
-    assert.deepEqual(Object.keys(res.body.paths).sort(), ["/backends", "/backends/{address}", "/health", "/metrics", "/openapi.json"]);
+    assert.deepEqual(Object.keys(res.body.paths).sort(), ["/backends", "/backends/{address}", "/health", "/metrics", "/openapi.json", "/reload"]);
   });
 
   it("answers unknown paths 404 and wrong methods 405", async () => {

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { addBackendBody, backend, backendParams, errorBody, healthBody, updateBackendBody } from "./schemas.ts";
+import { addBackendBody, backend, backendParams, errorBody, healthBody, reloadBody, reloadErrorBody, updateBackendBody } from "./schemas.ts";
 
 /**
  * The API's endpoints as data: method, path, input schemas and documented responses.
@@ -93,6 +93,17 @@ export const ROUTES = {
       409: { description: "Owned by static config or discovery; remove it there", schema: errorBody },
       414: tooLong,
       500: saveFailed,
+    },
+  },
+  reload: {
+    method: "POST",
+    url: "/reload",
+    summary: "Read the config file again and apply what changed (as SIGHUP does); open connections are never cut",
+    responses: {
+      200: { description: "Applied; settings that need a restart are named and were left as they were", schema: reloadBody },
+      400: { description: "Invalid config, or it could not be applied: nothing changed; every problem listed", schema: reloadErrorBody },
+      401: unauthorized,
+      503: { description: "Shutting down", schema: reloadErrorBody },
     },
   },
   metrics: {

@@ -97,6 +97,21 @@ export const errorBody = z
   .strictObject({ error: z.string().meta({ description: "What is wrong, naming the offending field" }) })
   .meta({ id: "Error" });
 
+export const reloadBody = z
+  .strictObject({
+    status: z.literal("reloaded"),
+    applied: z.array(z.string()).meta({ description: "Top-level config keys whose change was applied" }),
+    need_restart: z.array(z.string()).meta({ description: "Changed keys left as they were: they need a restart (workers, data_path, api, state_file, state_store)" }),
+  })
+  .meta({ id: "Reloaded" });
+
+export const reloadErrorBody = z
+  .strictObject({
+    error: z.string(),
+    problems: z.array(z.string()).meta({ description: "Every problem, each with its YAML path" }),
+  })
+  .meta({ id: "ReloadError" });
+
 export const healthBody = z.strictObject({ status: z.enum(["ok", "draining"]) }).meta({ id: "Health" });
 
 /** The pool's view of a backend in the API's snake_case JSON. */

@@ -2,6 +2,7 @@ import type { AddressInfo } from "node:net";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import type { z } from "zod";
+import type { ReloadResult } from "../config/reload.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { HostPort } from "../pool/address.ts";
 import { listenErrorReason } from "../proxy/socket-errors.ts";
@@ -45,6 +46,8 @@ export interface ApiServerOptions {
   logger: Logger;
   /** True once graceful shutdown has begun: /health answers 503. */
   draining: () => boolean;
+  /** POST /reload; without it /reload is not found. */
+  reload?: () => Promise<ReloadResult>;
   /** Served at /metrics; without it /metrics is not found. */
   metrics?: Metrics;
   limits?: Partial<ApiLimits>;
@@ -195,6 +198,15 @@ export class ApiServer {
       this.route(ROUTES.metrics, async (_request, reply) => {
         const { contentType, body } = await metrics.scrape();
         return reply.header("content-type", contentType).send(body);
+      });
+    }
+    const reload = this.opts.reload;
+    if (reload) {
+      this.route(ROUTES.reload, async (_request, reply) => {
+        const result = await reload();
+        if (result.status === "reloaded") return { status: "reloaded", applied: result.applied, need_restart: result.needRestart };
+        if (result.status === "invalid") return reply.code(400).send({ error: `${result.file}: invalid config; nothing changed`, problems: result.problems });
+        return reply.code(result.reason === "shutting down" ? 503 : 400).send({ error: `reload refused, nothing changed: ${result.reason}`, problems: [result.reason] });
       });
     }
     this.route(ROUTES.openapi, async () => this.openapi);

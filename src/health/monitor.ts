@@ -75,10 +75,12 @@ class Watched {
  * tells the sink when the verdict flips.
  */
 export class HealthMonitor {
-  private readonly settings: HealthSettings;
+  private settings: HealthSettings;
   private readonly sink: HealthSink;
   private readonly log: Logger;
-  private readonly prober: Prober;
+  private prober: Prober;
+  /** Whether the prober was built here from the settings (a reload then rebuilds it). */
+  private readonly ownProber: boolean;
   private readonly now: () => number;
   private readonly random: () => number;
   private readonly timers: Scheduler;
@@ -95,6 +97,18 @@ export class HealthMonitor {
     this.timers = opts.timers ?? realTimers;
     this.clock = opts.clock ?? (() => performance.now());
     this.prober = opts.prober ?? proberFor(opts.settings);
+    this.ownProber = opts.prober === undefined;
+  }
+
+  /**
+   * A reload's settings. Verdicts stand: a backend that is down stays down until `rise`
+   * (the new one) checks pass. Probes in flight finish as they started; the next ones
+   * use the new type, timeout and interval.
+   */
+  configure(settings: HealthSettings): void {
+    this.settings = settings;
+    if (this.ownProber) this.prober = proberFor(settings);
+    for (const w of this.watched.values()) w.state.setThresholds(settings.rise, settings.fall);
   }
 
   /** How many backends are being probed. */

@@ -4,14 +4,20 @@
  * the state where it was, so a flapping backend does not flap the pool.
  */
 export class RiseFall {
-  private readonly rise: number;
-  private readonly fall: number;
+  private rise: number;
+  private fall: number;
   /** A new backend is routable until proven down. */
   healthy = true;
   private successes = 0;
   private failures = 0;
 
   constructor(rise: number, fall: number) {
+    this.rise = rise;
+    this.fall = fall;
+  }
+
+  /** New thresholds (a reload); the counts so far carry on toward them. */
+  setThresholds(rise: number, fall: number): void {
     this.rise = rise;
     this.fall = fall;
   }

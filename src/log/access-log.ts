@@ -29,7 +29,8 @@ const FLUSH_MS = 1000;
  * data-plane thread has its own, appending to the same file (or stdout).
  */
 export class AccessLog {
-  private readonly dest: pino.DestinationStream & { flushSync(): void };
+  private readonly dest: pino.DestinationStream & { flushSync(): void; end(): void };
+  private readonly stdout: boolean;
   /** The time field of the last line, reused by lines within the same millisecond. */
   private lastMs = 0;
   private lastTime = "";
@@ -39,6 +40,7 @@ export class AccessLog {
     const stdout = file === "stdout";
     const fd = stdout ? 1 : openForAppend(file);
     const kind = stdout ? "stdout" : "file";
+    this.stdout = stdout;
     const dest = pino.destination({ dest: fd, sync: false, minLength: BATCH_BYTES[kind], maxWrite: MAX_WRITE[kind], periodicFlush: FLUSH_MS });
     // A full disk or a closed pipe later on must not take the data path down with it.
     dest.on("error", onError);
@@ -78,6 +80,15 @@ export class AccessLog {
     } catch {
       // Not open yet (nothing written) or already closed: nothing to flush.
     }
+  }
+
+  /**
+   * Writes out what is buffered and closes the file (a reload replaces the log: the same
+   * path opened again is how a rotated file is let go). Stdout stays open.
+   */
+  close(): void {
+    this.flush();
+    if (!this.stdout) this.dest.end();
   }
 }
 

@@ -17,9 +17,8 @@ const REFUSALS: Record<string, readonly TerminationName[]> = {
   no_backend: ["no_backend"],
   descriptors: ["descriptors"],
   dials_exhausted: ["connect_refused", "connect_timeout", "connect_error"],
-  // Not produced yet: the per-backend queue and PROXY protocol come with those features.
-  queue_timeout: [],
-  proxy_header: [],
+  queue_timeout: ["queue_timeout"],
+  proxy_header: ["proxy_header"],
 };
 
 /**

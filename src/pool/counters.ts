@@ -23,6 +23,11 @@ const STATS_PER_SLOT = 4;
 export const GLOBAL_ACTIVE = 0;
 /** Round-robin tickets handed out so far, by every thread (see round-robin.ts). */
 export const GLOBAL_RR_TICKET = 1;
+/**
+ * Bumped (and notified) whenever a connection to a backend with a connection limit ends,
+ * so threads with clients queued for room wake up (see proxy/backend-queue.ts).
+ */
+export const GLOBAL_ROOM_FREED = 2;
 const GLOBAL_FIELDS = 4;
 
 /** Per-thread plane figures: accepted connections, then one count per termination cause. */
@@ -112,6 +117,26 @@ export class CounterView {
   opened(slot: number): void {
     Atomics.add(this.active, slot, 1);
     this.stats[slot * this.threads * STATS_PER_SLOT + this.stripe + STAT_TOTAL]! += 1;
+  }
+
+  /**
+   * opened(), only while fewer than `max` connections to `slot` are open, counted over
+   * every thread: the add and the check are one atomic step, so threads racing for the
+   * last place cannot both take it. False (nothing counted) when it is full.
+   */
+  openedWithin(slot: number, max: number): boolean {
+    if (Atomics.add(this.active, slot, 1) >= max) {
+      Atomics.sub(this.active, slot, 1);
+      return false;
+    }
+    this.stats[slot * this.threads * STATS_PER_SLOT + this.stripe + STAT_TOTAL]! += 1;
+    return true;
+  }
+
+  /** A limited backend's place freed: threads waiting for room are woken. */
+  roomFreed(): void {
+    Atomics.add(this.global, GLOBAL_ROOM_FREED, 1);
+    Atomics.notify(this.global, GLOBAL_ROOM_FREED);
   }
 
   /** A connection ended; `bytesIn`/`bytesOut` are what it moved since its last moved(). */

@@ -1,5 +1,6 @@
 import type { BackendView } from "../pool/pool.ts";
-import type { Relay } from "./relay.ts";
+import type { Deadlines } from "./deadlines.ts";
+import type { HeldReader, Relay } from "./relay.ts";
 import type { Side } from "./side.ts";
 import {
   BACKEND_FIN,
@@ -11,6 +12,7 @@ import {
   dialFailureCause,
   NO_BACKEND,
   OPEN,
+  PROXY_HEADER,
   type Termination,
 } from "./termination.ts";
 
@@ -20,9 +22,19 @@ export interface ConnectionHost {
   readonly retries: number;
   /**
    * The backend for `conn`'s next attempt (on a retry, one it has not tried), its
-   * active count taken; undefined when there is none.
+   * active count taken; undefined when there is none; null when the host took the
+   * connection over: it waits in the backend queue (dequeued() follows) or was closed.
    */
-  acquire(conn: Connection): BackendView | undefined;
+  acquire(conn: Connection): BackendView | undefined | null;
+  /** The PROXY protocol header to send `conn`'s backend first, or null for none. */
+  proxyHeader(conn: Connection): Buffer | null;
+  /** A PROXY header is awaited: its deadline runs until headerEnded. */
+  headerStarted(conn: Connection): void;
+  /**
+   * Reads a PROXY header off the front of `bytes` and takes the client's address from
+   * it: the header's length once complete, 0 while incomplete, -1 if malformed.
+   */
+  readHeader(conn: Connection, bytes: Buffer): number;
   /** Gives back the count acquire() took, with the bytes the connection moved. */
   release(view: BackendView, bytesIn: number, bytesOut: number): void;
   /**
@@ -32,9 +44,8 @@ export interface ConnectionHost {
   connect(conn: Connection, view: BackendView, relay: Relay): Side;
   /** The current attempt connected (connectedAt is set). */
   connected(conn: Connection): void;
-  /** A dial started: its connect deadline runs until dialEnded. */
+  /** A dial started: its connect deadline runs until the connection leaves its list (deadlines.ts). */
   dialStarted(conn: Connection): void;
-  dialEnded(conn: Connection): void;
   /** A dial to `view` failed for `reason`: counted against the backend. */
   dialFailed(view: BackendView, reason: string): void;
   /** `conn` is closed, its cause set: take it off the books. Called once. */
@@ -72,7 +83,7 @@ const TIMED_OUT = "ETIMEDOUT";
  * The sides (side.ts) report through the event methods below; an event from a backend
  * side that is not the current attempt's (one abandoned after a failed dial) is dropped.
  */
-export class Connection {
+export class Connection implements HeldReader {
   phase: Phase = DIALLING;
   /** Why it ended (termination.ts); OPEN until close. */
   cause: Termination = OPEN;
@@ -91,6 +102,9 @@ export class Connection {
   /** The client's address, for the picker (ip_hash) and the access log; else unset. */
   clientIp = "";
   clientPort = 0;
+  /** The address the client connected to, for the PROXY header sent on; else unset. */
+  localIp = "";
+  localPort = 0;
   /** Failed dials so far; the retry budget is the host's `retries`. */
   attempt = 0;
   /** Picks made so far; passed to the picker so each can differ (ip_hash alternatives). */
@@ -113,10 +127,13 @@ export class Connection {
   /** The host's intrusive lists: open connections, and dials by deadline. */
   prev: Connection | null = null;
   next: Connection | null = null;
-  dialPrev: Connection | null = null;
-  dialNext: Connection | null = null;
-  dialDeadline = 0;
-  dialListed = false;
+  /** The deadline list it waits on (dial, queue or header), if any (deadlines.ts). */
+  deadlines: Deadlines | null = null;
+  deadline = 0;
+  waitPrev: Connection | null = null;
+  waitNext: Connection | null = null;
+  /** When the current attempt's dial began (host clock). */
+  dialStartedAt = 0;
   private readonly host: ConnectionHost;
 
   /** The client side (paused) reads through `upstream`; `downstream` will feed it. */
@@ -137,19 +154,61 @@ export class Connection {
     if (this.phase === DIALLING) this.client.resume();
   }
 
+  /**
+   * As start(), once a PROXY header from a trusted upstream balancer has been read off
+   * the front of what the client sends (listen_proxy_protocol): the client is read, its
+   * bytes held and offered to the host's readHeader, and the dial starts once the header
+   * is complete.
+   */
+  startAfterHeader(): void {
+    this.downstream.attach(this.client);
+    this.upstream.awaiting = this;
+    this.host.headerStarted(this);
+    this.client.resume();
+  }
+
+  /** Bytes arrived while the header is awaited (Relay.awaiting). */
+  held(relay: Relay): boolean {
+    if (this.phase === CLOSED) return false;
+    const length = this.host.readHeader(this, relay.heldBytes());
+    if (length === 0) return true;
+    relay.awaiting = null;
+    this.deadlines?.remove(this);
+    if (length < 0) {
+      this.close(PROXY_HEADER);
+      return false;
+    }
+    relay.dropHeld(length);
+    this.dial();
+    if ((this.phase as Phase) === CLOSED) return false;
+    // The client's FIN may have come with the header.
+    return relay.roomToHold && !this.clientFinished;
+  }
+
   // ---- dial --------------------------------------------------------------------------
 
   private dial(): void {
     const view = this.host.acquire(this);
+    if (view === null) return; // queued (dequeued() follows) or closed by the host
     if (view === undefined) {
       // On a retry, no untried backend is left: the last failure stands.
       this.close(this.attempt === 0 ? NO_BACKEND : this.lastDialFailure);
       return;
     }
+    this.connectTo(view);
+  }
+
+  /** The host found room on `view` for this queued connection (its count taken). */
+  dequeued(view: BackendView): void {
+    this.connectTo(view);
+  }
+
+  private connectTo(view: BackendView): void {
     this.view = view;
     this.counted = true;
     if (this.triedFirst === -1) this.triedFirst = view.slot;
     else (this.triedMore ??= []).push(view.slot);
+    this.dialStartedAt = this.host.now();
     this.backend = this.host.connect(this, view, this.downstream);
     this.host.dialStarted(this);
   }
@@ -157,12 +216,14 @@ export class Connection {
   /** The backend accepted: pass on what the client sent so far (and its FIN), then pipe. */
   backendConnected(side: Side): void {
     if (side !== this.backend || this.phase !== DIALLING) return;
-    this.host.dialEnded(this);
+    this.deadlines?.remove(this);
     this.phase = CONNECTED;
     this.connectedAt = this.host.now();
     this.host.connected(this);
     this.open |= BACKEND_OPEN;
     const backend = this.backend!;
+    const header = this.host.proxyHeader(this);
+    if (header !== null) backend.write(header);
     const more = this.upstream.attach(backend);
     if (this.clientFinished) {
       this.phase = HALF_CLOSED;
@@ -181,7 +242,7 @@ export class Connection {
     const backend = this.backend!;
     this.backend = null; // its remaining events are ignored
     backend.destroy();
-    this.host.dialEnded(this);
+    this.deadlines?.remove(this);
     this.giveBack(0, 0);
     if (code === "EMFILE" || code === "ENFILE") {
       // This process's shortage, not the backend's: no passive failure, no retry.
@@ -210,6 +271,8 @@ export class Connection {
     if (this.phase === CLOSED) return;
     this.clientFinished = true;
     if (this.firstFin === OPEN) this.firstFin = CLIENT_FIN;
+    // The header can no longer be completed.
+    if (this.upstream.awaiting !== null) this.close(PROXY_HEADER);
     if (this.phase === DIALLING) return;
     this.phase = HALF_CLOSED;
     finishWriting(this.backend!);
@@ -282,7 +345,8 @@ export class Connection {
     const connected = this.phase !== DIALLING;
     this.phase = CLOSED;
     this.cause = cause;
-    this.host.dialEnded(this);
+    this.deadlines?.remove(this);
+    this.upstream.awaiting = null;
     const client = this.client;
     const backend = this.backend;
     if (cause === BACKEND_RST) {

@@ -1,39 +1,48 @@
 import net from "node:net";
 import type { Logger } from "pino";
-import type { Picker, PickerContext } from "../balance/picker.ts";
-import { createPicker } from "../balance/registry.ts";
-import type { Algorithm } from "../config/schema.ts";
+import type { Algorithm, ListenProxyProtocol } from "../config/schema.ts";
 import type { AccessLog } from "../log/access-log.ts";
 import { RateLimitedLog } from "../log/rate-limit.ts";
 import { formatHostPort, type HostPort } from "../pool/address.ts";
-import { GLOBAL_ACTIVE, GLOBAL_RR_TICKET, type CounterView } from "../pool/counters.ts";
-import type { BackendView, Snapshot } from "../pool/pool.ts";
+import { GLOBAL_ACTIVE, type CounterView } from "../pool/counters.ts";
+import type { BackendView, ProxyProtocol, Snapshot } from "../pool/pool.ts";
+import { BackendChooser } from "./backend-chooser.ts";
 import { Connection, DIALLING, type ConnectionHost } from "./connection.ts";
-import { DialDeadlines } from "./dial-deadlines.ts";
+import { Deadlines } from "./deadlines.ts";
+import { ProxyHeaders, unmapped } from "./proxy-headers.ts";
 import { handlePath } from "./handle-side.ts";
-import { handleListener, serverListener, type Listener } from "./listener.ts";
-import { acceptedTcp, loadHandleBindings, socketForHandle, type AcceptedHandle } from "./node-internals.ts";
+import { handleListener, serverListener, type AcceptSink, type Listener } from "./listener.ts";
+import { acceptedTcp, loadHandleBindings, socketForHandle, type AcceptedHandle, type HandleBindings } from "./node-internals.ts";
 import { Relay } from "./relay.ts";
 import { socketPath } from "./socket-path.ts";
-import { DESCRIPTORS, IDLE_TIMEOUT, LIMIT, NO_BACKEND, SHUTDOWN, TERMINATIONS, type Termination } from "./termination.ts";
+import { DESCRIPTORS, IDLE_TIMEOUT, LIMIT, NO_BACKEND, PROXY_HEADER, SHUTDOWN, TERMINATIONS, type Termination } from "./termination.ts";
 
-export interface DataPlaneOptions {
-  listen: HostPort;
+/** What a reload may change in a running data plane (configure()). */
+export interface PlaneSettings {
   algorithm: Algorithm;
   /** Other backends tried after a failed dial, per client connection. */
   retries: number;
   /** 0 = unlimited. Counted across all data-plane threads. */
   maxConnections: number;
+  connectTimeoutMs: number;
+  /** 0 = no idle timeout. */
+  idleTimeoutMs: number;
+  /** How long a client may wait for room when every backend is at its max_connections; 0 = not at all. */
+  queueTimeoutMs: number;
+  /** Header sent to backends that do not set their own. */
+  proxyProtocol: ProxyProtocol;
+  listenProxyProtocol: ListenProxyProtocol;
+}
+
+export interface DataPlaneOptions extends PlaneSettings {
+  listen: HostPort;
   /** Ceiling from the file-descriptor limit (see descriptors.ts); Infinity for none. */
   descriptorCap: number;
-  connectTimeoutMs: number;
   /**
    * "handles": both sides of a connection on bare libuv handles (handle-side.ts);
    * "sockets": on net.Socket (socket-path.ts). Resolved from `data_path` at start.
    */
   dataPath: DataPath;
-  /** 0 = no idle timeout. */
-  idleTimeoutMs: number;
   counters: CounterView;
   logger: Logger;
   /** One line per finished connection; null when off. */
@@ -48,9 +57,6 @@ export interface DataPlaneOptions {
 }
 
 export type DataPath = "handles" | "sockets";
-
-/** Picks a retry may make while looking for a backend not tried yet. */
-const MAX_RETRY_PICKS = 16;
 
 /**
  * Idle connections are found by a sweep every idle_timeout / IDLE_SWEEPS rather than a
@@ -75,87 +81,123 @@ const BYTES_FLUSH_MS = 2000;
  */
 export class DataPlane {
   private readonly opts: DataPlaneOptions;
+  private settings: PlaneSettings;
   private readonly log: Logger;
   private readonly warn: RateLimitedLog;
-  private readonly listener: Listener;
+  private listener: Listener;
+  private readonly sink: AcceptSink;
   private readonly counters: CounterView;
-  private readonly accessLog: AccessLog | null;
-  /** The client's address is looked up per connection only for ip_hash and the access log. */
-  private readonly wantsClientAddress: boolean;
+  private accessLog: AccessLog | null;
+  /** The client's address is looked up per connection only when something needs it. */
+  private wantsClientAddress = false;
   /** The lower of max_connections and the descriptor ceiling. */
-  private readonly connectionCap: number;
-  private readonly capReason: string;
-  private picker: Picker;
-  private readonly pickerContext: PickerContext;
+  private connectionCap = Infinity;
+  private capReason = "";
+  private readonly chooser: BackendChooser;
   /** Open connections: an intrusive list, O(1) add and remove, no allocation. */
   private head: Connection | null = null;
   private openCount = 0;
   private drained: (() => void) | null = null;
-  private readonly idleSweeper: NodeJS.Timeout | null = null;
+  private idleSweeper: NodeJS.Timeout | null = null;
   private readonly bytesFlusher: NodeJS.Timeout;
-  private readonly deadlines: DialDeadlines;
+  private readonly dials: Deadlines;
+  private readonly headers: ProxyHeaders;
   /** What each connection may ask of this data plane. */
   private readonly host: ConnectionHost;
 
   constructor(opts: DataPlaneOptions) {
     this.opts = opts;
+    this.settings = opts;
     this.log = opts.logger;
     this.warn = new RateLimitedLog(opts.logger);
     this.counters = opts.counters;
     this.accessLog = opts.accessLog ?? null;
-    this.wantsClientAddress = opts.algorithm === "ip_hash" || this.accessLog !== null;
-    const configured = opts.maxConnections > 0 ? opts.maxConnections : Infinity;
-    this.connectionCap = Math.min(configured, opts.descriptorCap);
-    this.capReason = configured <= opts.descriptorCap ? "max_connections reached" : "file descriptor limit reached";
-    this.pickerContext = {
-      active: opts.counters.active,
-      countsChangedElsewhere: opts.threaded === true,
-      tickets: opts.counters.global,
-      ticketIndex: GLOBAL_RR_TICKET,
-    };
-    this.picker = createPicker(opts.algorithm, [], this.pickerContext);
-    this.deadlines = new DialDeadlines(opts.connectTimeoutMs);
+    this.chooser = new BackendChooser({
+      algorithm: opts.algorithm,
+      queueTimeoutMs: opts.queueTimeoutMs,
+      counters: opts.counters,
+      warn: this.warn,
+      threaded: opts.threaded === true,
+      logger: opts.logger,
+    });
+    this.dials = new Deadlines(opts.connectTimeoutMs, (conn) => conn.dialTimedOut());
+    this.headers = new ProxyHeaders(opts.listenProxyProtocol, opts.proxyProtocol, this.warn, (conn) => conn.close(PROXY_HEADER));
+    const plane = this;
     this.host = {
-      retries: opts.retries,
-      acquire: (conn) => this.acquire(conn),
+      get retries() {
+        return plane.settings.retries;
+      },
+      acquire: (conn) => this.chooser.acquire(conn),
       connect: opts.dataPath === "handles" ? handlePath.connect : socketPath.connect,
-      release: (view, bytesIn, bytesOut) => this.release(view, bytesIn, bytesOut),
-      // The dial started one connect timeout before its deadline.
-      connected: (conn) => this.counters.connectTime(conn.view!.slot, (conn.connectedAt - conn.dialDeadline + opts.connectTimeoutMs) / 1000),
-      dialStarted: (conn) => this.deadlines.add(conn),
-      dialEnded: (conn) => this.deadlines.remove(conn),
+      release: (view, bytesIn, bytesOut) => this.chooser.release(view, bytesIn, bytesOut),
+      connected: (conn) => this.counters.connectTime(conn.view!.slot, (conn.connectedAt - conn.dialStartedAt) / 1000),
+      dialStarted: (conn) => this.dials.add(conn),
       dialFailed: (view, reason) => this.dialFailed(view, reason),
+      proxyHeader: (conn) => this.headers.build(conn),
+      headerStarted: (conn) => this.headers.started(conn),
+      readHeader: (conn, bytes) => this.headers.read(conn, bytes),
       finished: (conn) => this.finished(conn),
       now: () => performance.now(),
     };
-    const sink = {
+    this.sink = {
       handle: (handle: AcceptedHandle) => this.acceptHandle(handle),
       socket: (socket: net.Socket) => this.acceptSocket(socket, new Relay(), true),
       // accept() failures, EMFILE/ENFILE above all, must not stop the listener: libuv
       // keeps accepting once descriptors free up.
       failed: (err: NodeJS.ErrnoException) => this.warn.warn(`accept:${err.code}`, { code: err.code, err: err.message }, "accept failed"),
     };
-    const reusePort = opts.threaded === true;
     if (opts.dataPath === "handles") {
       const bindings = loadHandleBindings();
       // The caller chose "handles" after the same check on the main thread.
       if (typeof bindings === "string") throw new Error(`data path on libuv handles unavailable: ${bindings}`);
       handlePath.use(bindings);
-      this.listener = handleListener(bindings, opts.listen, reusePort, sink);
-    } else {
-      this.listener = serverListener(opts.listen, reusePort, sink);
     }
+    this.listener = this.newListener(opts.listen);
     this.bytesFlusher = setInterval(() => this.flushBytes(), BYTES_FLUSH_MS);
     this.bytesFlusher.unref();
-    if (opts.idleTimeoutMs > 0) {
-      this.idleSweeper = setInterval(() => this.sweepIdle(), Math.max(1, Math.floor(opts.idleTimeoutMs / IDLE_SWEEPS)));
+    this.applySettings(opts);
+  }
+
+  /**
+   * Takes a reloaded config's settings. Open connections keep what they have (their
+   * deadlines, their backend); new ones get the new settings. An algorithm change
+   * rebuilds the picker from the current snapshot.
+   */
+  configure(settings: PlaneSettings, accessLog?: AccessLog | null): void {
+    this.settings = settings;
+    if (accessLog !== undefined) {
+      this.accessLog?.close();
+      this.accessLog = accessLog;
+    }
+    this.applySettings(settings);
+    this.chooser.setAlgorithm(settings.algorithm);
+  }
+
+  private applySettings(settings: PlaneSettings): void {
+    const configured = settings.maxConnections > 0 ? settings.maxConnections : Infinity;
+    this.connectionCap = Math.min(configured, this.opts.descriptorCap);
+    this.capReason = configured <= this.opts.descriptorCap ? "max_connections reached" : "file descriptor limit reached";
+    this.dials.setTimeout(settings.connectTimeoutMs);
+    this.chooser.queue.setTimeout(settings.queueTimeoutMs);
+    this.headers.configure(settings.listenProxyProtocol, settings.proxyProtocol);
+    this.updateWantsClientAddress();
+    if (this.idleSweeper !== null) clearInterval(this.idleSweeper);
+    this.idleSweeper = null;
+    if (settings.idleTimeoutMs > 0) {
+      this.idleSweeper = setInterval(() => this.sweepIdle(), Math.max(1, Math.floor(settings.idleTimeoutMs / IDLE_SWEEPS)));
       this.idleSweeper.unref();
     }
   }
 
+  private updateWantsClientAddress(): void {
+    this.wantsClientAddress = this.settings.algorithm === "ip_hash" || this.accessLog !== null || this.headers.needsClientAddress;
+  }
+
   /** Installs a new pool snapshot; the next connection picks from it. */
   setSnapshot(snapshot: Snapshot): void {
-    this.picker = createPicker(this.opts.algorithm, snapshot.routable, this.pickerContext, this.picker);
+    this.chooser.setSnapshot(snapshot);
+    this.headers.setBackends(snapshot.routable);
+    this.updateWantsClientAddress();
   }
 
   /** setSnapshot takes effect at once on this thread. */
@@ -168,6 +210,41 @@ export class DataPlane {
     return this.listener.listen();
   }
 
+  /**
+   * Listens on `listen` as well (a reload moved it); the old listener keeps accepting
+   * until closeOldListener(), so there is no moment without one. Rejects, with the old
+   * listener untouched, when the new address cannot be bound.
+   */
+  async addListener(listen: HostPort): Promise<net.AddressInfo> {
+    const next = this.newListener(listen);
+    const address = await next.listen();
+    this.previousListener = this.listener;
+    this.listener = next;
+    return address;
+  }
+
+  /** Closes the listener addListener() replaced. */
+  closeOldListener(): void {
+    this.previousListener?.close();
+    this.previousListener = null;
+  }
+
+  /** Undoes addListener() (the reload failed elsewhere): the old listener stays. */
+  dropNewListener(): void {
+    if (this.previousListener === null) return;
+    this.listener.close();
+    this.listener = this.previousListener;
+    this.previousListener = null;
+  }
+
+  private previousListener: Listener | null = null;
+
+  private newListener(listen: HostPort): Listener {
+    const reusePort = this.opts.threaded === true;
+    if (this.opts.dataPath === "handles") return handleListener(loadHandleBindings() as HandleBindings, listen, reusePort, this.sink);
+    return serverListener(listen, reusePort, this.sink);
+  }
+
   get activeConnections(): number {
     return this.openCount;
   }
@@ -175,6 +252,7 @@ export class DataPlane {
   /** Stops accepting new clients; open connections carry on. */
   stopAccepting(): void {
     this.listener.close();
+    this.closeOldListener();
   }
 
   /**
@@ -196,7 +274,9 @@ export class DataPlane {
     this.closeAll(SHUTDOWN);
     if (this.idleSweeper !== null) clearInterval(this.idleSweeper);
     clearInterval(this.bytesFlusher);
-    this.deadlines.stop();
+    this.dials.stop();
+    this.chooser.queue.stop();
+    this.headers.stop();
     this.accessLog?.flush();
     return forced;
   }
@@ -213,6 +293,11 @@ export class DataPlane {
       if (this.wantsClientAddress) {
         const peer = client.peer();
         noteClient(conn, peer.address, peer.port);
+        if (this.headers.needsLocalAddress) {
+          const local = client.local();
+          conn.localIp = unmapped(local.address);
+          conn.localPort = local.port ?? 0;
+        }
       }
       this.admit(conn);
       return;
@@ -227,7 +312,13 @@ export class DataPlane {
     const conn = new Connection(this.host, upstream, new Relay());
     conn.client = client;
     socketPath.adoptClient(client, conn, streamPath);
-    if (this.wantsClientAddress) noteClient(conn, client.remoteAddress, client.remotePort);
+    if (this.wantsClientAddress) {
+      noteClient(conn, client.remoteAddress, client.remotePort);
+      if (this.headers.needsLocalAddress) {
+        conn.localIp = unmapped(client.localAddress);
+        conn.localPort = client.localPort ?? 0;
+      }
+    }
     this.admit(conn);
   }
 
@@ -241,43 +332,17 @@ export class DataPlane {
       conn.close(LIMIT);
       return;
     }
-    conn.start();
-  }
-
-  // ---- pick ---------------------------------------------------------------------------
-
-  /** The backend for conn's next attempt, counted from the dial on so least_connections sees it. */
-  private acquire(conn: Connection): BackendView | undefined {
-    const view = conn.attempt === 0 ? this.picker.pick(conn.clientIp, conn.picks++) : this.pickUntried(conn);
-    if (view === undefined) {
-      if (conn.attempt === 0) this.warn.warn("no_backend", {}, "connection closed: no healthy backend");
-      return undefined;
+    if (!this.headers.accepting) {
+      conn.start();
+    } else if (this.headers.trusted(conn.clientIp)) {
+      conn.startAfterHeader();
+    } else {
+      this.warn.warn("proxy_untrusted", { client: conn.clientIp }, "connection refused: PROXY header from an untrusted source");
+      conn.close(PROXY_HEADER);
     }
-    this.counters.opened(view.slot);
-    this.picker.connectionOpened?.(view.slot);
-    return view;
-  }
-
-  /**
-   * A retry goes to a backend this client has not tried yet. Concurrent clients move the
-   * pickers on between our attempts, so the next pick may be one we already failed on:
-   * pick again, a bounded number of times. Only failed dials get here.
-   */
-  private pickUntried(conn: Connection): BackendView | undefined {
-    for (let i = 0; i < MAX_RETRY_PICKS; i++) {
-      const view = this.picker.pick(conn.clientIp, conn.picks++);
-      if (view === undefined) return undefined;
-      if (view.slot !== conn.triedFirst && !conn.triedMore?.includes(view.slot)) return view;
-    }
-    return undefined;
   }
 
   // ---- account ----------------------------------------------------------------------
-
-  private release(view: BackendView, bytesIn: number, bytesOut: number): void {
-    this.counters.closed(view.slot, bytesIn, bytesOut);
-    this.picker.connectionClosed?.(view.slot);
-  }
 
   private dialFailed(view: BackendView, reason: string): void {
     this.counters.failed(view.slot);
@@ -367,7 +432,7 @@ export class DataPlane {
 
 /** Records the client's address; "::ffff:10.0.0.1" and "10.0.0.1" are the same client. */
 function noteClient(conn: Connection, ip = "", port = 0): void {
-  conn.clientIp = ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
+  conn.clientIp = unmapped(ip);
   conn.clientPort = port;
 }
 

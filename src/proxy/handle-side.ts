@@ -88,6 +88,13 @@ export class HandleSide implements Side {
     return out;
   }
 
+  /** The address the peer connected to (getsockname). */
+  local(): PeerName {
+    const out: PeerName = {};
+    this.handle.getsockname(out);
+    return out;
+  }
+
   write(data: Buffer): boolean {
     if (this.destroyed) return false;
     const req = spareWrite ?? (bindings.newWriteRequest() as OwnedWrite);

@@ -14,7 +14,7 @@
  *     `readStart`, `readStop`, `useUserBuffer(buffer)` (reads land in our buffer),
  *     `onread` (called per read, `this` = the handle), `writeBuffer(req, buffer)`,
  *     `shutdown(req)`, `close(cb)`, `reset(cb)` (close with RST), `setNoDelay`,
- *     `getpeername(out)`;
+ *     `getpeername(out)`, `getsockname(out)` (the address a PROXY header sent on names);
  *   the same with `constants.SERVER` for listeners: `bind`/`bind6(ip, port, flags)`
  *     (`constants.UV_TCP_REUSEPORT`), `listen(backlog)`, `onconnection(status, handle)`,
  *     `getsockname(out)`;
@@ -91,6 +91,7 @@ export interface TcpHandle {
   connect6(req: ConnectRequest, ip: string, port: number): number;
   setNoDelay(on: boolean): number;
   getpeername(out: PeerName): number;
+  getsockname(out: PeerName): number;
 }
 
 /** Completion callbacks get the status (0 or a negative libuv error). */

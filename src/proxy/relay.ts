@@ -61,6 +61,12 @@ export type ReadCallback = (nread: number) => boolean;
  */
 const HOLD_BYTES = 64 * 1024;
 
+/** Told of every read held while it is set (see Relay.awaiting). */
+export interface HeldReader {
+  /** Bytes were held; false pauses the source. */
+  held(relay: Relay): boolean;
+}
+
 /**
  * One direction of a proxied connection: what its source socket reads goes to `dst`.
  * The source's reads arrive in forward(); `drained` is called on dst's 'drain'.
@@ -75,6 +81,11 @@ export class Relay {
   private pendingBytes = 0;
   /** Set on every read; the data plane's idle sweep clears it. */
   active = false;
+  /**
+   * While set (a PROXY header is awaited, connection.ts), it is told of every read held,
+   * and decides whether reading goes on.
+   */
+  awaiting: HeldReader | null = null;
 
   /**
    * The `onread` option for a net.Socket source (the socket path). A libuv handle
@@ -170,6 +181,32 @@ export class Relay {
   private hold(bytes: Buffer): boolean {
     (this.pending ??= []).push(bytes);
     this.pendingBytes += bytes.length;
+    if (this.awaiting !== null) return this.awaiting.held(this);
+    return this.pendingBytes < HOLD_BYTES;
+  }
+
+  /** Bytes held so far. */
+  get heldLength(): number {
+    return this.pendingBytes;
+  }
+
+  /** Everything held so far, in one buffer (joined only when held in several reads). */
+  heldBytes(): Buffer {
+    const pending = this.pending;
+    if (pending === null) return Buffer.alloc(0);
+    if (pending.length > 1) this.pending = [Buffer.concat(pending, this.pendingBytes)];
+    return this.pending![0]!;
+  }
+
+  /** Drops the first n held bytes (a PROXY header read off the front). */
+  dropHeld(n: number): void {
+    const rest = this.heldBytes().subarray(n);
+    this.pendingBytes = rest.length;
+    this.pending = rest.length === 0 ? null : [rest];
+  }
+
+  /** Whether held bytes are below the hold limit (reading may go on). */
+  get roomToHold(): boolean {
     return this.pendingBytes < HOLD_BYTES;
   }
 }

@@ -33,6 +33,13 @@ export const TERMINATIONS = [
   "shutdown",
   /** This process ran out of file descriptors (EMFILE/ENFILE) while dialling. */
   "descriptors",
+  /** Every routable backend was at its max_connections for timeouts.queue. */
+  "queue_timeout",
+  /**
+   * listen_proxy_protocol: the source is not trusted, or its PROXY header was malformed,
+   * missing (the client ended or the timeout passed first) or unsupported.
+   */
+  "proxy_header",
 ] as const;
 
 export type TerminationName = (typeof TERMINATIONS)[number];
@@ -55,6 +62,8 @@ export const NO_BACKEND = index("no_backend");
 export const LIMIT = index("limit");
 export const SHUTDOWN = index("shutdown");
 export const DESCRIPTORS = index("descriptors");
+export const QUEUE_TIMEOUT = index("queue_timeout");
+export const PROXY_HEADER = index("proxy_header");
 
 /** Not ended yet. */
 export const OPEN: Termination = -1;

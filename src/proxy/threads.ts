@@ -3,6 +3,8 @@ import { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
 import type { AccessLogOptions } from "../log/access-log.ts";
 import type { LogOptions } from "../log/logger.ts";
+import type { HostPort } from "../pool/address.ts";
+import type { PlaneSettings } from "./data-plane.ts";
 import { GLOBAL_ACTIVE, type CounterBuffers } from "../pool/counters.ts";
 import type { BackendView, Snapshot } from "../pool/pool.ts";
 import type { ToMain, ToWorker, WorkerInit, WorkerPlaneOptions } from "./thread-messages.ts";
@@ -88,21 +90,60 @@ export class ThreadedDataPlane {
 
   /** Resolves once every thread has closed its listener. */
   async stopAccepting(): Promise<void> {
-    await Promise.all(
-      this.workers.map(
-        (w) =>
-          new Promise<void>((resolve) => {
-            const onMessage = (msg: ToMain) => {
-              if (msg.type !== "stoppedAccepting") return;
-              w.off("message", onMessage);
-              resolve();
-            };
-            w.on("message", onMessage);
-            w.once("exit", () => resolve());
-            this.post(w, { type: "stopAccepting" });
-          }),
-      ),
-    );
+    await Promise.all(this.workers.map((w) => this.request(w, { type: "stopAccepting" }, ["stoppedAccepting"])));
+  }
+
+  /** Every thread takes a reload's settings; resolves once all have. */
+  async configure(settings: PlaneSettings, accessLog: AccessLogOptions, logLevel: LogOptions["level"]): Promise<void> {
+    await Promise.all(this.workers.map((w) => this.request(w, { type: "configure", settings, accessLog, logLevel }, ["configured"])));
+  }
+
+  /**
+   * Every thread listens on `listen` too (the first binds it, the others the port it got);
+   * the old listeners keep accepting until closeOldListener(). If a thread cannot bind,
+   * those that did drop the new listener again and this rejects.
+   */
+  async addListener(listen: HostPort): Promise<AddressInfo> {
+    const [first, ...rest] = this.workers;
+    const added: Worker[] = [];
+    try {
+      const address = await this.addOne(first!, listen);
+      added.push(first!);
+      const bound = { ...listen, port: address.port };
+      await Promise.all(rest.map(async (w) => (await this.addOne(w, bound), added.push(w))));
+      return address;
+    } catch (err) {
+      await Promise.all(added.map((w) => this.request(w, { type: "dropNewListener" }, ["listenerClosed"])));
+      throw err;
+    }
+  }
+
+  async closeOldListener(): Promise<void> {
+    await Promise.all(this.workers.map((w) => this.request(w, { type: "closeOldListener" }, ["listenerClosed"])));
+  }
+
+  private async addOne(w: Worker, listen: HostPort): Promise<AddressInfo> {
+    const reply = await this.request(w, { type: "addListener", listen }, ["listenerAdded", "addListenerFailed"]);
+    if (reply?.type === "listenerAdded") return reply.address;
+    throw new Error(reply?.type === "addListenerFailed" ? reply.message : "data-plane thread exited");
+  }
+
+  /** Posts `msg` and resolves with the first reply of one of `replies` (undefined if the thread exits first). */
+  private request(w: Worker, msg: ToWorker, replies: ReadonlyArray<ToMain["type"]>): Promise<ToMain | undefined> {
+    return new Promise((resolve) => {
+      const done = (reply: ToMain | undefined) => {
+        w.off("message", onMessage);
+        w.off("exit", onExit);
+        resolve(reply);
+      };
+      const onMessage = (reply: ToMain) => {
+        if (replies.includes(reply.type)) done(reply);
+      };
+      const onExit = () => done(undefined);
+      w.on("message", onMessage);
+      w.on("exit", onExit);
+      this.post(w, msg);
+    });
   }
 
   /** Drains every thread in parallel; resolves with how many connections were cut. */

@@ -43,6 +43,25 @@ port.on("message", (msg: ToWorker) => {
       plane.stopAccepting();
       send({ type: "stoppedAccepting" });
       break;
+    case "configure":
+      logger.level = msg.logLevel;
+      plane.configure(msg.settings, openAccessLog(msg.accessLog, logger));
+      send({ type: "configured" });
+      break;
+    case "addListener":
+      plane.addListener(msg.listen).then(
+        (address) => send({ type: "listenerAdded", address }),
+        (err: Error) => send({ type: "addListenerFailed", message: err.message }),
+      );
+      break;
+    case "closeOldListener":
+      plane.closeOldListener();
+      send({ type: "listenerClosed" });
+      break;
+    case "dropNewListener":
+      plane.dropNewListener();
+      send({ type: "listenerClosed" });
+      break;
     case "drain":
       void plane.drain(msg.timeoutMs).then((forced) => {
         send({ type: "drained", forced });
