@@ -1,0 +1,250 @@
+// End-to-end: reloading the config (SIGHUP, POST /reload) as systemd's ExecReload and
+// logrotate do it, with connections open throughout.
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { afterEach, describe, it } from "node:test";
+import { stringify } from "yaml";
+import {
+  cleanup,
+  connect,
+  request,
+  startBalancer,
+  startEchoBackend,
+  startNamedBackend,
+  TEST_DATA_PATH,
+  waitFor,
+  type BalancerProcess,
+  type TestServer,
+} from "./harness.ts";
+
+afterEach(cleanup);
+
+/** The config startBalancer would write for `config`, written over the running one's file. */
+function rewrite(lb: BalancerProcess, config: Record<string, unknown>): void {
+  const full = {
+    listen: "127.0.0.1:0",
+    state_file: path.join(lb.dir, "state.json"),
+    ...(TEST_DATA_PATH ? { data_path: TEST_DATA_PATH } : {}),
+    ...config,
+    // As first written: the API's address is not something a reload moves.
+    api: { listen: "127.0.0.1:0", ...(config.api as object | undefined) },
+  };
+  writeFileSync(path.join(lb.dir, "config.yaml"), stringify(full));
+}
+
+function staticOf(...servers: Array<TestServer | { address: string; weight?: number }>): Record<string, unknown> {
+  return { discovery: { type: "static", backends: servers.map((s) => ({ address: s.address, ...("weight" in s ? { weight: s.weight } : {}) })) } };
+}
+
+/** Sends SIGHUP and waits for the reload's outcome in the log (the n-th since start). */
+async function sighup(lb: BalancerProcess): Promise<void> {
+  const before = lb.logs.filter(isReloadOutcome).length;
+  lb.signal("SIGHUP");
+  await waitFor(() => lb.logs.filter(isReloadOutcome).length > before, 5000, "the reload to finish");
+}
+
+function isReloadOutcome(l: { msg: string }): boolean {
+  return l.msg === "config reloaded" || l.msg.startsWith("reload refused");
+}
+
+async function postReload(lb: BalancerProcess): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(`${lb.api}/reload`, { method: "POST" });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+/** Whether a TCP connection to `port` is accepted. */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: "127.0.0.1" });
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+}
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", () => r()));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+describe("reload", () => {
+  for (const workers of [1, 2]) {
+    it(`SIGHUP applies a changed file (workers: ${workers}): the new backend serves the next connection, the removed one finishes its open connection, the algorithm changes`, async () => {
+      const [old, b, c] = await Promise.all([startEchoBackend(), startNamedBackend("b"), startNamedBackend("c")]);
+      const lb = await startBalancer({ workers, ...staticOf(old) });
+      const open = await connect(lb.port);
+      await waitFor(() => old.open() === 1, 2000, "the connection to the old backend");
+
+      rewrite(lb, { workers, algorithm: "weighted", ...staticOf({ address: b.address, weight: 3 }, { address: c.address, weight: 1 }) });
+      await sighup(lb);
+      const reloaded = lb.logs.find((l) => l.msg === "config reloaded")!;
+      assert.deepEqual(reloaded.applied, ["algorithm", "discovery"]);
+
+      const seen: string[] = [];
+      for (let i = 0; i < 8; i++) seen.push((await request(lb.port)).trim());
+      // Smooth weighted round robin over 3:1, from the first connection after the reload
+      // (each thread runs its own sequence: with two, only the proportions are certain).
+      if (workers === 1) assert.deepEqual(seen, ["b", "b", "c", "b", "b", "b", "c", "b"]);
+      else assert.ok(seen.every((x) => x === "b" || x === "c") && seen.filter((x) => x === "c").length >= 1 && seen.filter((x) => x === "b").length >= 5, seen.join(""));
+      // Its open connection goes on.
+      const echoed = new Promise<string>((resolve) => open.once("data", (d: Buffer) => resolve(d.toString())));
+      open.write("still here");
+      assert.equal(await echoed, "still here");
+      open.destroy();
+      const listed = (await (await fetch(`${lb.api}/backends`)).json()) as Array<{ address: string }>;
+      assert.deepEqual(listed.map((x) => x.address).sort(), [b.address, c.address].sort());
+      assert.ok(!lb.logs.some((l) => l.level >= 50), JSON.stringify(lb.logs.filter((l) => l.level >= 50)));
+    });
+  }
+
+  it("an open 100 MB transfer completes intact across three reloads", async () => {
+    const [echo, other] = await Promise.all([startEchoBackend(), startEchoBackend()]);
+    const lb = await startBalancer(staticOf(echo));
+    const block = randomBytes(1 << 20);
+    const sent = createHash("sha256");
+    const received = createHash("sha256");
+    let receivedBytes = 0;
+    const socket = await connect(lb.port);
+    const done = new Promise<void>((resolve, reject) => {
+      socket.on("data", (chunk: Buffer) => {
+        received.update(chunk);
+        receivedBytes += chunk.length;
+      });
+      socket.on("end", resolve);
+      socket.on("error", reject);
+    });
+    const reloads = (async () => {
+      const variants = [
+        { algorithm: "least_connections", ...staticOf(echo, other) },
+        { algorithm: "round_robin", retries: 1, timeouts: { idle: "5m" }, ...staticOf(other) },
+        { algorithm: "ip_hash", ...staticOf(echo, other) },
+      ];
+      for (const variant of variants) {
+        await waitFor(() => receivedBytes > 0 && receivedBytes < 90 << 20, 10_000, "the transfer under way");
+        rewrite(lb, variant);
+        await sighup(lb);
+      }
+    })();
+    for (let i = 0; i < 100; i++) {
+      sent.update(block);
+      if (!socket.write(block)) await new Promise((r) => socket.once("drain", r));
+      // Pace the first part so the reloads land while bytes are in flight.
+      if (i < 30) await new Promise((r) => setTimeout(r, 10));
+    }
+    socket.end();
+    await Promise.all([done, reloads]);
+    assert.equal(receivedBytes, 100 << 20);
+    assert.equal(received.digest("hex"), sent.digest("hex"));
+    assert.equal(lb.logs.filter((l) => l.msg === "config reloaded").length, 3);
+  });
+
+  it("an invalid file changes nothing: the errors are logged with their YAML paths, and POST /reload returns them", async () => {
+    const a = await startNamedBackend("a");
+    const lb = await startBalancer(staticOf(a));
+    writeFileSync(path.join(lb.dir, "config.yaml"), `listen: "127.0.0.1:0"\nretries: -1\ndiscovery:\n  backends:\n    - address: "10.0.0.1:99999"\n`);
+    await sighup(lb);
+    const refused = lb.logs.find((l) => l.msg.startsWith("reload refused"))!;
+    assert.ok(Array.isArray(refused.problems));
+    const problems = refused.problems as string[];
+    assert.ok(problems.some((p) => p.startsWith("retries:")), problems.join("\n"));
+    assert.ok(problems.some((p) => p.startsWith("discovery.backends[0].address: port must be 1-65535")), problems.join("\n"));
+    assert.equal((await request(lb.port)).trim(), "a", "still serving on the previous config");
+
+    const res = await postReload(lb);
+    assert.equal(res.status, 400);
+    assert.match(String(res.body.error), /invalid config; nothing changed/);
+    assert.deepEqual(res.body.problems, problems);
+    assert.equal(lb.proc.exitCode, null, "still running");
+
+    rewrite(lb, staticOf(a));
+    const ok = await postReload(lb);
+    assert.equal(ok.status, 200);
+    assert.deepEqual(ok.body, { status: "reloaded", applied: [], need_restart: [] });
+  });
+
+  for (const workers of [1, 2]) {
+    it(`listen moved by a reload (workers: ${workers}): the new port accepts before the old one closes`, async () => {
+      const a = await startNamedBackend("a");
+      const lb = await startBalancer({ workers, ...staticOf(a) });
+      const oldPort = lb.port;
+      const newPort = await freePort();
+      rewrite(lb, { workers, listen: `127.0.0.1:${newPort}`, ...staticOf(a) });
+      lb.signal("SIGHUP");
+      // Until the old port refuses, it serves; the moment it refuses, the new one must
+      // already accept: there is no moment without a listener.
+      const deadline = Date.now() + 5000;
+      let oldClosed = false;
+      while (Date.now() < deadline) {
+        if (await accepts(oldPort)) continue;
+        oldClosed = true;
+        assert.ok(await accepts(newPort), "the new port accepts when the old one stops");
+        break;
+      }
+      assert.ok(oldClosed, "the old port closed");
+      assert.equal((await request(newPort)).trim(), "a");
+      const reloaded = await lb.waitForLog((l) => l.msg === "config reloaded");
+      assert.equal(reloaded.listen, `127.0.0.1:${newPort}`);
+    });
+  }
+
+  it("a listen address that cannot be bound changes nothing", async () => {
+    const a = await startNamedBackend("a");
+    const b = await startNamedBackend("b");
+    const lb = await startBalancer(staticOf(a));
+    const taken = net.createServer();
+    await new Promise<void>((r) => taken.listen(0, "127.0.0.1", () => r()));
+    const takenPort = (taken.address() as net.AddressInfo).port;
+    try {
+      rewrite(lb, { listen: `127.0.0.1:${takenPort}`, ...staticOf(b) });
+      const res = await postReload(lb);
+      assert.equal(res.status, 400);
+      assert.match(String(res.body.error), new RegExp(`reload refused, nothing changed: .*${takenPort}`));
+      assert.equal((await request(lb.port)).trim(), "a", "same port, same backends");
+    } finally {
+      taken.close();
+    }
+  });
+
+  it("settings that need a restart are named in a warning and left as they were; timeouts apply to new connections", async () => {
+    const echo = await startEchoBackend();
+    const lb = await startBalancer(staticOf(echo));
+    rewrite(lb, { workers: 2, data_path: TEST_DATA_PATH === "sockets" ? "handles" : "sockets", state_file: path.join(lb.dir, "elsewhere.json"), timeouts: { idle: "300ms" }, ...staticOf(echo) });
+    const res = await postReload(lb);
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body.need_restart, ["workers", "data_path", "state_file"]);
+    assert.deepEqual(res.body.applied, ["timeouts"]);
+    const warning = await lb.waitForLog((l) => l.msg.startsWith("reload: these settings need a restart"));
+    assert.deepEqual(warning.keys, ["workers", "data_path", "state_file"]);
+    // The new idle timeout closes a quiet connection opened after the reload.
+    const quiet = await connect(lb.port);
+    const closedAfter = await new Promise<number>((resolve) => {
+      const t0 = Date.now();
+      quiet.on("close", () => resolve(Date.now() - t0));
+      quiet.on("error", () => {});
+    });
+    assert.ok(closedAfter >= 250 && closedAfter < 3000, `closed after ${closedAfter} ms`);
+  });
+
+  it("the access log is opened again on SIGHUP, so a rotated file is let go", async () => {
+    const a = await startNamedBackend("a");
+    const lb = await startBalancer({ ...staticOf(a), access_log: { enabled: true, path: "access.log" } });
+    const file = path.join(lb.dir, "access.log");
+    await request(lb.port);
+    await waitFor(() => existsSync(file) && readFileSync(file, "utf8").split("\n").filter(Boolean).length === 1, 5000, "the first line");
+    renameSync(file, `${file}.1`); // what logrotate does, then it sends SIGHUP
+    rewrite(lb, { ...staticOf(a), access_log: { enabled: true, path: "access.log" } });
+    await sighup(lb);
+    await request(lb.port);
+    await request(lb.port);
+    await waitFor(() => existsSync(file) && readFileSync(file, "utf8").split("\n").filter(Boolean).length === 2, 5000, "lines in the new file");
+    assert.equal(readFileSync(`${file}.1`, "utf8").split("\n").filter(Boolean).length, 1, "the rotated file got nothing more");
+  });
+});
