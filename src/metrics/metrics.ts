@@ -32,6 +32,19 @@ export class Metrics {
   /** The pool and plane figures of the scrape in progress, read once for all metrics. */
   private scraping: { backends: BackendInfo[]; plane: PlaneStats } | null = null;
 
+  /**
+   * The totals the dashboard charts: connections accepted and backend bytes each way,
+   * the same figures /metrics serves, read straight from the counters.
+   */
+  totals(): { connections: number; bytesIn: number; bytesOut: number } {
+    const totals = { connections: this.opts.counters.planeStats().accepted, bytesIn: 0, bytesOut: 0 };
+    for (const b of this.opts.pool.list()) {
+      totals.bytesIn += b.bytesIn;
+      totals.bytesOut += b.bytesOut;
+    }
+    return totals;
+  }
+
   constructor(opts: MetricsOptions) {
     this.opts = opts;
     const registers = [this.registry];

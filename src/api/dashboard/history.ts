@@ -113,30 +113,18 @@ export class CounterHistory {
 }
 
 /**
- * Reads the totals from the same metrics /metrics serves (accepted connections, backend
- * bytes summed); without a metrics registry, from the pool (connections dialled).
+ * Reads the totals from the same counters /metrics serves (accepted connections, backend
+ * bytes summed); without metrics, from the pool (connections dialled).
  */
 export function totalsReader(metrics: Metrics | undefined, pool: BackendPool): () => Promise<Totals> {
-  if (!metrics) {
-    return async () => {
-      const totals = { connections: 0, bytesIn: 0, bytesOut: 0 };
-      for (const b of pool.list()) {
-        totals.connections += b.total;
-        totals.bytesIn += b.bytesIn;
-        totals.bytesOut += b.bytesOut;
-      }
-      return totals;
-    };
-  }
-  const sum = async (name: string): Promise<number> => {
-    const metric = metrics.registry.getSingleMetric(name);
-    if (!metric) throw new Error(`metric ${name} is not registered`);
-    const { values } = await metric.get();
-    return values.reduce((total, v) => total + v.value, 0);
+  if (metrics) return async () => metrics.totals();
+  return async () => {
+    const totals = { connections: 0, bytesIn: 0, bytesOut: 0 };
+    for (const b of pool.list()) {
+      totals.connections += b.total;
+      totals.bytesIn += b.bytesIn;
+      totals.bytesOut += b.bytesOut;
+    }
+    return totals;
   };
-  return async () => ({
-    connections: await sum("gobalancer_connections_accepted_total"),
-    bytesIn: await sum("gobalancer_backend_bytes_in_total"),
-    bytesOut: await sum("gobalancer_backend_bytes_out_total"),
-  });
 }
