@@ -4,6 +4,8 @@
  * server; tsc copies no other files. No backticks or dollar-brace in it, so the
  * String.raw below stays a plain string.
  *
+ * Formatting and the charts are view.ts's (served first, as view.js).
+ *
  * What it does: polls GET /backends and GET /metrics every 2 s (rates are derived from the
  * metrics counters), seeds the charts with the server's ring of samples from
  * /dashboard/history.json, and drives the add / weight / remove forms. With a token set,
@@ -14,17 +16,9 @@ export const CLIENT_JS = String.raw`
   "use strict";
   var TOKEN_KEY = "gobalancer.api-token";
   var POLL_MS = 2000;
-  var WINDOW_MS = 15 * 60 * 1000;
-  var METRICS = {
-    gobalancer_connections_accepted_total: "c",
-    gobalancer_backend_bytes_in_total: "bi",
-    gobalancer_backend_bytes_out_total: "bo"
-  };
 
   var token = sessionStorage.getItem(TOKEN_KEY) || "";
-  var samples = [];        // {t, c, bi, bo}: counter totals, oldest first
   var rows = new Map();    // address -> row
-  var charts = null;
   var lastOk = 0;
 
   function $(id) { return document.getElementById(id); }
@@ -35,28 +29,9 @@ export const CLIENT_JS = String.raw`
     return e;
   }
 
-  // ---- formatting ------------------------------------------------------------------
-  var intFmt = new Intl.NumberFormat("en-US");
-  function count(n) { return intFmt.format(Math.round(n)); }
-  function rate(n) {
-    if (n === null || n === undefined || !isFinite(n)) return "–";
-    if (n >= 100) return intFmt.format(Math.round(n));
-    return n.toFixed(n >= 10 ? 1 : 2).replace(/\.?0+$/, "") || "0";
-  }
-  var UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-  function bytes(n) {
-    if (n === null || n === undefined || !isFinite(n)) return "–";
-    var i = 0;
-    while (n >= 1024 && i < UNITS.length - 1) { n /= 1024; i++; }
-    return (i === 0 ? String(Math.round(n)) : n.toFixed(n >= 100 ? 0 : 1)) + " " + UNITS[i];
-  }
-  function ago(iso) {
-    if (!iso) return "never";
-    var s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
-    if (s < 60) return s + " s ago";
-    if (s < 3600) return Math.floor(s / 60) + " min ago";
-    return Math.floor(s / 3600) + " h ago";
-  }
+  // ---- formatting and charts: view.ts ---------------------------------------------------
+  var view = window.GoBalancerView;
+  var count = view.count, rate = view.rate, bytes = view.bytes, ago = view.ago;
 
   // ---- API calls and the token prompt ----------------------------------------------
   var authWait = null;
@@ -153,6 +128,16 @@ export const CLIENT_JS = String.raw`
     return td;
   }
 
+  /** What sets a backend apart: backup, its own limit, PROXY protocol, a slow-start ramp. */
+  function traits(b) {
+    var t = [];
+    if (b.backup) t.push("backup");
+    if (b.max_connections > 0) t.push("max " + count(b.max_connections));
+    if (b.proxy_protocol && b.proxy_protocol !== "off") t.push("PROXY " + b.proxy_protocol);
+    if (b.slow_start_share < 1) t.push("ramping " + Math.round(b.slow_start_share * 100) + "%");
+    return t.join(" · ");
+  }
+
   function makeRow(b) {
     var tr = el("tr");
     tr.setAttribute("data-address", b.address);
@@ -162,6 +147,8 @@ export const CLIENT_JS = String.raw`
     name.appendChild(el("span", "addr", b.address));
     r.source = el("span", "badge", b.source);
     name.appendChild(r.source);
+    r.traits = el("span", "traits");
+    name.appendChild(r.traits);
 
     r.status = el("span", "pill");
     cell(tr, "Status").appendChild(r.status);
@@ -278,6 +265,7 @@ export const CLIENT_JS = String.raw`
     r.status.className = "pill " + b.status;
     r.tr.className = "st-" + b.status;
     r.source.className = "badge src-" + b.source;
+    r.traits.textContent = traits(b);
     r.weight = b.weight;
     var input = r.weightInput;
     if (document.activeElement !== input && !input.form.classList.contains("dirty")) input.value = String(b.weight);
@@ -348,104 +336,12 @@ export const CLIENT_JS = String.raw`
     }
   });
 
-  // ---- rates and charts ---------------------------------------------------------------
-  function parseTotals(text) {
-    var totals = { c: 0, bi: 0, bo: 0 };
-    var lines = text.split("\n");
-    for (var i = 0; i < lines.length; i++) {
-      var line = lines[i];
-      if (line.charAt(0) === "#" || line === "") continue;
-      var end = line.search(/[{ ]/);
-      var key = METRICS[line.slice(0, end)];
-      if (!key) continue;
-      var value = parseFloat(line.slice(line.lastIndexOf(" ") + 1));
-      if (isFinite(value)) totals[key] += value;
-    }
-    return totals;
-  }
-
-  function addSample(s) {
-    if (samples.length && s.t <= samples[samples.length - 1].t) return;
-    samples.push(s);
-    var cutoff = s.t - WINDOW_MS;
-    // Keep one sample older than the window: the first rate inside it needs it.
-    while (samples.length > 2 && samples[1].t < cutoff) samples.shift();
-  }
-
-  /** Rates between consecutive samples; a counter that went down (restart, removal) counts 0. */
-  function series() {
-    var x = [], c = [], bi = [], bo = [];
-    for (var i = 1; i < samples.length; i++) {
-      var a = samples[i - 1], b = samples[i];
-      var dt = (b.t - a.t) / 1000;
-      if (dt <= 0) continue;
-      x.push(b.t / 1000);
-      c.push(Math.max(0, b.c - a.c) / dt);
-      bi.push(Math.max(0, b.bi - a.bi) / dt);
-      bo.push(Math.max(0, b.bo - a.bo) / dt);
-    }
-    return { x: x, c: c, bi: bi, bo: bo };
-  }
-
-  function css(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
-
-  function chartOpts(el, seriesDefs, fmt) {
-    var axis = { stroke: css("--muted"), grid: { stroke: css("--grid"), width: 1 }, ticks: { stroke: css("--grid"), width: 1 }, font: "11px " + css("--font") };
-    return {
-      width: Math.max(200, el.clientWidth),
-      height: 190,
-      padding: [8, 8, 0, 0],
-      cursor: { drag: { x: false, y: false } },
-      legend: { live: true },
-      scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, max > 0 ? max * 1.15 : 1]; } } },
-      axes: [
-        Object.assign({}, axis),
-        Object.assign({}, axis, { size: 78, values: function (u, vals) { return vals.map(fmt); } })
-      ],
-      series: [{}].concat(seriesDefs.map(function (d) {
-        return { label: d.label, stroke: d.color, width: 2, dash: d.dash, fill: d.fill, points: { show: false }, value: function (u, v) { return v === null || v === undefined ? "–" : fmt(v); } };
-      }))
-    };
-  }
-
-  function makeCharts() {
-    var connEl = $("chart-conn"), bytesEl = $("chart-bytes");
-    var conn = new uPlot(chartOpts(connEl, [{ label: "connections/s", color: css("--accent"), fill: css("--accent-fill") }], rate), [[], []], connEl);
-    var bps = function (v) { return bytes(v) + "/s"; };
-    var bytesChart = new uPlot(chartOpts(bytesEl, [
-      // "in" is drawn last and dashed: with echo-like traffic the two lines coincide.
-      { label: "out (backend → client)", color: css("--out"), fill: css("--out-fill") },
-      { label: "in (client → backend)", color: css("--in"), fill: css("--in-fill"), dash: [6, 4] }
-    ], bps), [[], [], []], bytesEl);
-    var ro = new ResizeObserver(function () {
-      conn.setSize({ width: Math.max(200, connEl.clientWidth), height: 190 });
-      bytesChart.setSize({ width: Math.max(200, bytesEl.clientWidth), height: 190 });
-    });
-    ro.observe(connEl);
-    ro.observe(bytesEl);
-    return { conn: conn, bytes: bytesChart };
-  }
-
-  function drawCharts() {
-    var s = series();
-    if (!charts) charts = makeCharts();
-    charts.conn.setData([s.x, s.c]);
-    charts.bytes.setData([s.x, s.bo, s.bi]);
-    var n = s.x.length;
-    $("tile-cps").textContent = n ? rate(s.c[n - 1]) : "–";
-    $("tile-bps").textContent = n ? bytes(s.bi[n - 1] + s.bo[n - 1]) + "/s" : "–";
-    $("tile-bps-sub").textContent = n ? "in " + bytes(s.bi[n - 1]) + "/s · out " + bytes(s.bo[n - 1]) + "/s" : "";
-    var last = samples[samples.length - 1];
-    if (last) $("tile-total").textContent = count(last.c);
-    var span = n ? Math.round((s.x[n - 1] - s.x[0]) / 60) : 0;
-    $("chart-span").textContent = span >= 15 ? "last 15 min" : "last " + (span < 1 ? "minute" : span + " min") + " (up to 15)";
-  }
-
+  // ---- rates -------------------------------------------------------------------------
   async function refreshRates() {
     try {
       var text = await api("GET", "/metrics");
-      addSample(Object.assign({ t: Date.now() }, parseTotals(text)));
-      drawCharts();
+      view.addSample(Object.assign({ t: Date.now() }, view.parseTotals(text)));
+      view.drawCharts();
     } catch (e) {
       setLive(false, e.message);
     }
@@ -454,7 +350,7 @@ export const CLIENT_JS = String.raw`
   async function loadHistory() {
     try {
       var h = await api("GET", "/dashboard/history.json");
-      h.samples.forEach(function (s) { addSample({ t: s.t, c: s.connections, bi: s.bytes_in, bo: s.bytes_out }); });
+      h.samples.forEach(function (s) { view.addSample({ t: s.t, c: s.connections, bi: s.bytes_in, bo: s.bytes_out }); });
     } catch (e) {
       notice("error", "Could not load the last 15 minutes: " + e.message);
     }
@@ -469,7 +365,7 @@ export const CLIENT_JS = String.raw`
   (async function main() {
     await refreshBackends();
     await loadHistory();
-    drawCharts();
+    view.drawCharts();
     tick();
   })();
 })();

@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { BackendPool } from "../../pool/pool.ts";
 import { CLIENT_JS } from "./client.ts";
+import { VIEW_JS } from "./view.ts";
 import { CounterHistory, totalsReader, type HistoryJson } from "./history.ts";
 import { PAGE_CSS, PAGE_HTML } from "./page.ts";
 
@@ -45,6 +46,7 @@ export class Dashboard {
     const js = "text/javascript; charset=utf-8";
     const css = "text/css; charset=utf-8";
     this.assets = new Map([
+      ["view.js", { contentType: js, body: VIEW_JS }],
       ["app.js", { contentType: js, body: CLIENT_JS }],
       ["app.css", { contentType: css, body: PAGE_CSS }],
       ["uplot.js", { contentType: js, body: readFileSync(require.resolve("uplot/dist/uPlot.iife.min.js"), "utf8") }],

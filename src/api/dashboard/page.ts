@@ -67,6 +67,7 @@ export const PAGE_HTML = `<!doctype html>
   </form>
 </div>
 <script src="/dashboard/assets/uplot.js"></script>
+<script src="/dashboard/assets/view.js"></script>
 <script src="/dashboard/assets/app.js"></script>
 </body>
 </html>
@@ -161,6 +162,8 @@ td.bad { color: var(--down); font-weight: 600; }
 .addr { font-family: var(--mono); font-size: 12.5px; font-weight: 550; }
 .badge { display: inline-block; margin-left: 8px; padding: 1px 7px; border-radius: 999px; font-size: 11px; font-weight: 600; color: var(--muted); background: var(--grid); border: 1px solid var(--line); }
 .badge.src-api { color: var(--accent); border-color: var(--accent-fill); background: var(--accent-fill); }
+.traits { display: block; margin-top: 2px; font-size: 11px; color: var(--muted); }
+.traits:empty { display: none; }
 .pill { display: inline-flex; align-items: center; gap: 6px; padding: 2px 9px 2px 8px; border-radius: 999px; font-size: 12px; font-weight: 650; }
 .pill::before { content: ""; width: 7px; height: 7px; border-radius: 50%; background: currentColor; }
 .pill.up { color: var(--up); background: var(--up-bg); }
