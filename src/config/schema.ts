@@ -70,6 +70,15 @@ const statusRanges = z.union([z.string(), z.number()]).transform((value, ctx) =>
   return ranges;
 });
 
+/**
+ * A field's documentation, which the README's configuration reference is generated from
+ * (reference.ts): what it is for, and its default as a user writes it where that differs
+ * from the parsed value (durations, addresses).
+ */
+function doc(description: string | undefined, written?: string): { description?: string; written?: string } {
+  return { ...(description !== undefined ? { description } : {}), ...(written !== undefined ? { written } : {}) };
+}
+
 export const proxyProtocol = z.enum(PROXY_PROTOCOLS, { error: `must be one of ${PROXY_PROTOCOLS.join(", ")}` });
 
 /** A backend's own connection limit: 0 = none. */
@@ -80,12 +89,11 @@ export const backendMaxConnections = z
   .max(1_000_000_000, { error: "must be at most 1000000000 (0 = no limit)" });
 
 const staticBackend = z.strictObject({
-  address: backendAddress,
-  weight: weight.default(1),
-  max_connections: backendMaxConnections.default(0),
-  backup: z.boolean({ error: "must be true or false" }).default(false),
-  /** Absent: the top-level proxy_protocol. */
-  proxy_protocol: proxyProtocol.optional(),
+  address: backendAddress.meta(doc(undefined, '"10.0.0.4:3000"')),
+  weight: weight.default(1).meta(doc("integer 1-1000")),
+  max_connections: backendMaxConnections.default(0).meta(doc("most connections open to it at once; 0 = no limit")),
+  backup: z.boolean({ error: "must be true or false" }).default(false).meta(doc("true: used only while no other backend is routable")),
+  proxy_protocol: proxyProtocol.optional().meta(doc("optional: overrides the top-level proxy_protocol for it", "v2")),
 });
 
 /** "10.0.0.0/8", "2001:db8::/32" or a single address; kept as written once checked. */
@@ -103,23 +111,23 @@ const cidr = z.string().superRefine((value, ctx) => {
 const etcdEndpoint = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL such as "http://127.0.0.1:2379"' });
 
 const rawConfig = z.strictObject({
-  listen: listenAddress.prefault(":8080"),
-  algorithm: z.enum(ALGORITHMS, { error: `must be one of ${ALGORITHMS.join(", ")}` }).default("round_robin"),
-  retries: z.number().int().min(0).max(100).default(2),
-  max_connections: z.number().int().min(0).default(0),
+  listen: listenAddress.prefault(":8080").meta(doc("where clients connect (TCP); \":8080\" = every interface", "\":8080\"")),
+  algorithm: z.enum(ALGORITHMS, { error: `must be one of ${ALGORITHMS.join(", ")}` }).default("round_robin").meta(doc("round_robin | least_connections | weighted | ip_hash")),
+  retries: z.number().int().min(0).max(100).default(2).meta(doc("other backends tried when a dial fails, per connection")),
+  max_connections: z.number().int().min(0).default(0).meta(doc("0 = unlimited; past it new clients are refused and counted")),
   workers: z
     .union([z.literal("auto"), z.number().int().min(1).max(256)], {
       error: 'must be a number of threads (1-256) or "auto"',
     })
-    .default(1),
-  data_path: z.enum(["auto", "handles", "sockets"], { error: "must be auto, handles or sockets" }).default("auto"),
-  slow_start: duration().default(0),
-  proxy_protocol: proxyProtocol.default("off"),
+    .default(1).meta(doc("data-plane threads; \"auto\" = one per core")),
+  data_path: z.enum(["auto", "handles", "sockets"], { error: "must be auto, handles or sockets" }).default("auto").meta(doc("auto | handles | sockets (see \"How connections are handled\")")),
+  slow_start: duration().default(0).meta(doc("ramp a joining or returning backend's share over this time; 0s = off", "0s")),
+  proxy_protocol: proxyProtocol.default("off").meta(doc("off | v1 | v2: PROXY header sent to backends (see \"Operations\")")),
   listen_proxy_protocol: z
     .strictObject({
-      enabled: z.boolean().default(false),
-      trusted: z.array(cidr).default([]),
-      timeout: positiveDuration().default(3000),
+      enabled: z.boolean().default(false).meta(doc("clients must open with a PROXY header")),
+      trusted: z.array(cidr).default([]).meta(doc("sources whose header is believed: [\"10.0.0.0/8\", \"2001:db8::/32\"]")),
+      timeout: positiveDuration().default(3000).meta(doc("a header not complete by then: the client is closed and counted", "3s")),
     })
     .prefault({})
     .superRefine((p, ctx) => {
@@ -131,80 +139,80 @@ const rawConfig = z.strictObject({
           message: 'must list the upstream balancers\' addresses when enabled (e.g. ["10.0.0.0/8"]; "0.0.0.0/0" and "::/0" trust every source)',
         });
       }
-    }),
+    }).meta(doc("PROXY headers from upstream balancers (see \"Operations\")")),
   timeouts: z
     .strictObject({
-      connect: positiveDuration().default(3000),
-      idle: duration().default(600_000),
-      shutdown: duration().default(30_000),
-      queue: duration().default(0),
+      connect: positiveDuration().default(3000).meta(doc("dial timeout to a backend", "3s")),
+      idle: duration().default(600_000).meta(doc("close a proxied connection with no traffic either way; 0 = never\n(checked every idle/8: closed within 1.125 × idle of its last byte)", "10m")),
+      shutdown: duration().default(30_000).meta(doc("graceful drain limit, then remaining connections are closed", "30s")),
+      queue: duration().default(0).meta(doc("how long a client may wait when every backend is at its\nmax_connections; 0s = refused at once", "0s")),
     })
     .prefault({}),
   health_check: z
     .strictObject({
-      type: z.enum(["tcp", "http"], { error: "must be tcp or http" }).default("tcp"),
-      interval: positiveDuration().default(5000),
-      timeout: positiveDuration().default(2000),
-      rise: z.number().int().min(1).max(100).default(2),
-      fall: z.number().int().min(1).max(100).default(3),
+      type: z.enum(["tcp", "http"], { error: "must be tcp or http" }).default("tcp").meta(doc("tcp | http")),
+      interval: positiveDuration().default(5000).meta(doc(undefined, "5s")),
+      timeout: positiveDuration().default(2000).meta(doc(undefined, "2s")),
+      rise: z.number().int().min(1).max(100).default(2).meta(doc("consecutive successes to bring a backend back")),
+      fall: z.number().int().min(1).max(100).default(3).meta(doc("consecutive failures to take it out")),
       http: z
         .strictObject({
           path: z.string().startsWith("/", { error: 'must start with "/"' }).default("/health"),
-          expect_status: statusRanges.default([[200, 399]]),
-          host: z.string().default(""),
+          expect_status: statusRanges.default([[200, 399]]).meta(doc("codes and ranges: \"200\", \"200,204\", \"200-299,404\"", "\"200-399\"")),
+          host: z.string().default("").meta(doc("Host header; default the backend address")),
         })
         .prefault({}),
     })
     .prefault({}),
   api: z
     .strictObject({
-      listen: listenAddress.prefault("127.0.0.1:8081"),
-      token: z.string().default(""),
+      listen: listenAddress.prefault("127.0.0.1:8081").meta(doc(undefined, "\"127.0.0.1:8081\"")),
+      token: z.string().default("").meta(doc("bearer token; also from env GOBALANCER_API_TOKEN")),
       allow_unauthenticated: z.boolean().default(false),
     })
     .prefault({}),
-  state_file: z.string().min(1).default("data/state.json"),
+  state_file: z.string().min(1).default("data/state.json").meta(doc("where API changes persist across restarts (state_store: file)")),
   state_store: z
     .strictObject({
-      type: z.enum(["file", "etcd"], { error: "must be file or etcd" }).default("file"),
+      type: z.enum(["file", "etcd"], { error: "must be file or etcd" }).default("file").meta(doc("file | etcd")),
       etcd: z
         .strictObject({
-          endpoints: z.array(etcdEndpoint).min(1, { error: "must list at least one endpoint" }).default(["http://127.0.0.1:2379"]),
-          prefix: z.string().min(1, { error: 'must not be empty (e.g. "/gobalancer/")' }).default("/gobalancer/"),
+          endpoints: z.array(etcdEndpoint).min(1, { error: "must list at least one endpoint" }).default(["http://127.0.0.1:2379"]).meta(doc(undefined, '["http://127.0.0.1:2379"]')),
+          prefix: z.string().min(1, { error: 'must not be empty (e.g. "/gobalancer/")' }).default("/gobalancer/").meta(doc("every key GoBalancer writes is under it")),
           username: z.string().default(""),
           password: z.string().default(""),
         })
         .prefault({}),
     })
-    .prefault({}),
+    .prefault({}).meta(doc("where API changes live: file (state_file) or etcd, shared by replicas")),
   access_log: z
     .strictObject({
       enabled: z.boolean().default(false),
-      path: z.string().min(1, { error: 'must be "stdout" or a file path' }).default("stdout"),
+      path: z.string().min(1, { error: 'must be "stdout" or a file path' }).default("stdout").meta(doc("stdout, or a file appended to (its directory must exist)")),
     })
-    .prefault({}),
+    .prefault({}).meta(doc("one JSON line per finished connection (see \"Access log\")")),
   log: z
     .strictObject({
-      level: z.enum(["debug", "info", "warn", "error"]).default("info"),
-      format: z.enum(["json", "pretty"]).default("json"),
+      level: z.enum(["debug", "info", "warn", "error"]).default("info").meta(doc("debug | info | warn | error")),
+      format: z.enum(["json", "pretty"]).default("json").meta(doc("json | pretty")),
     })
     .prefault({}),
   discovery: z
     .strictObject({
-      type: z.enum(["static", "docker", "kubernetes"], { error: "must be static, docker or kubernetes" }).default("static"),
-      backends: z.array(staticBackend).default([]),
+      type: z.enum(["static", "docker", "kubernetes"], { error: "must be static, docker or kubernetes" }).default("static").meta(doc("static | docker | kubernetes")),
+      backends: z.array(staticBackend).default([]).meta(doc("static only")),
       docker: z
         .strictObject({
-          host: z.string().default(""),
-          label: z.string().min(1).default("lb.enable"),
-          network: z.string().default(""),
+          host: z.string().default("").meta(doc("default: DOCKER_HOST, else /var/run/docker.sock")),
+          label: z.string().min(1).default("lb.enable").meta(doc("containers with <label>=true are backends")),
+          network: z.string().default("").meta(doc("which container network's IP to use when several")),
         })
         .prefault({}),
       kubernetes: z
         .strictObject({
           namespace: z.string().min(1).default("default"),
-          service: z.string().default(""),
-          port: z.union([z.string(), z.number().int().min(1).max(65535)]).transform(String).default(""),
+          service: z.string().default("").meta(doc("required with discovery.type kubernetes")),
+          port: z.union([z.string(), z.number().int().min(1).max(65535)]).transform(String).default("").meta(doc("port name or number when the Service has several")),
         })
         .prefault({}),
     })
@@ -230,6 +238,11 @@ const rawConfig = z.strictObject({
 });
 
 export type RawConfig = z.input<typeof rawConfig>;
+
+/** The config file's top-level fields, for the generated reference (reference.ts). */
+export function configSchemaShape(): Record<string, z.core.$ZodType> {
+  return rawConfig.shape;
+}
 
 /** Every key the config file may use, at any depth (for "did you mean" hints). */
 export function configKeys(): Set<string> {

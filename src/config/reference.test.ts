@@ -1,0 +1,35 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { describe, it } from "node:test";
+import { parseConfig } from "./load.ts";
+import { configReference } from "./reference.ts";
+import { configKeys } from "./schema.ts";
+
+const README = path.resolve(import.meta.dirname, "../../README.md");
+
+/** The YAML block under the README's "## Configuration" heading. */
+function readmeReference(): string {
+  const text = readFileSync(README, "utf8");
+  const section = text.slice(text.indexOf("\n## Configuration\n"));
+  const start = section.indexOf("```yaml\n") + "```yaml\n".length;
+  return section.slice(start, section.indexOf("```\n", start));
+}
+
+describe("configuration reference", () => {
+  it("the README's is the one generated from the schema (regenerate: node -e 'import(\"./src/config/reference.ts\").then(m => process.stdout.write(m.configReference()))')", () => {
+    assert.equal(readmeReference(), configReference());
+  });
+
+  it("names every key the schema knows", () => {
+    const named = new Set([...configReference().matchAll(/^\s*(?:- )?([a-z_]+):/gm)].map((m) => m[1]!));
+    assert.deepEqual([...configKeys()].filter((k) => !named.has(k)), []);
+  });
+
+  it("is a valid config whose values are the defaults", () => {
+    const reference = parseConfig(configReference());
+    const defaults = parseConfig("");
+    assert.deepEqual({ ...reference, discovery: { ...reference.discovery, backends: [] } }, defaults);
+    assert.equal(reference.discovery.backends.length, 1);
+  });
+});
