@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import { exposureProblem } from "./api/auth.ts";
 import { BackendChanges } from "./api/changes.ts";
 import { ApiServer } from "./api/server.ts";
-import { StateFile } from "./api/state-file.ts";
+import { openStateStore } from "./store/open.ts";
 import { configDifferences, type ReloadResult } from "./config/reload.ts";
 import { ConfigError, loadConfigFile } from "./config/load.ts";
 import type { Config } from "./config/schema.ts";
@@ -104,7 +104,7 @@ export class Balancer {
     this.pool.onSnapshot((snapshot) => this.dataPlane.setSnapshot(snapshot));
     this.changes = new BackendChanges({
       pool: this.pool,
-      store: new StateFile(config.stateFile),
+      store: openStateStore(config, logger),
       logger,
       applied: () => this.dataPlane.snapshotApplied(),
     });
@@ -195,6 +195,7 @@ export class Balancer {
     const forced = await this.dataPlane.drain(this.config.timeouts.shutdownMs);
     // The API serves (answering /health with 503) until the drain is over.
     await this.api.close();
+    await this.changes.stop();
     this.log.info({ closed_at_deadline: forced }, "shutdown complete");
   }
 

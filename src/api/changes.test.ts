@@ -5,7 +5,7 @@ import { parseHostPort } from "../pool/address.ts";
 import { CounterTable } from "../pool/counters.ts";
 import { BackendPool, PoolError } from "../pool/pool.ts";
 import { BackendChanges } from "./changes.ts";
-import { EMPTY_STATE, type PersistedState, type StateStore } from "./state-file.ts";
+import { EMPTY_STATE, type PersistedState, type StateStore } from "../store/store.ts";
 
 const logger = pino({ level: "silent" });
 const hp = parseHostPort;

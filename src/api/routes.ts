@@ -23,6 +23,7 @@ const badRequest = { description: "Invalid input; the message names the field", 
 const notFound = { description: "No backend at that address", schema: errorBody };
 const tooLong = { description: "Address in the path longer than any host:port", schema: errorBody };
 const saveFailed = { description: "The state file could not be written; the change was undone", schema: errorBody };
+const storeUnavailable = { description: "The shared state store (etcd) could not be reached or refused the change; nothing was changed", schema: errorBody };
 
 export const ROUTES = {
   health: {
@@ -44,7 +45,7 @@ export const ROUTES = {
   addBackend: {
     method: "POST",
     url: "/backends",
-    summary: "Add a backend (owned by the API, persisted to state_file)",
+    summary: "Add a backend (owned by the API, persisted to the state store)",
     body: addBackendBody,
     responses: {
       201: { description: "Added; takes traffic from the next connection", schema: backend },
@@ -54,6 +55,7 @@ export const ROUTES = {
       413: { description: "Body larger than 64 KiB", schema: errorBody },
       415: { description: "Body is not application/json", schema: errorBody },
       500: saveFailed,
+      503: storeUnavailable,
     },
   },
   getBackend: {
@@ -66,7 +68,7 @@ export const ROUTES = {
   updateBackend: {
     method: "PUT",
     url: "/backends/:address",
-    summary: "Change a backend's weight or admin state (any source; persisted to state_file)",
+    summary: "Change a backend's weight or admin state (any source; persisted to the state store)",
     params: backendParams,
     body: updateBackendBody,
     responses: {
@@ -74,10 +76,12 @@ export const ROUTES = {
       400: badRequest,
       401: unauthorized,
       404: notFound,
+      409: { description: "With a shared state store: other replicas kept changing this backend meanwhile; try again", schema: errorBody },
       413: { description: "Body larger than 64 KiB", schema: errorBody },
       414: tooLong,
       415: { description: "Body is not application/json", schema: errorBody },
       500: saveFailed,
+      503: storeUnavailable,
     },
   },
   deleteBackend: {
@@ -93,6 +97,7 @@ export const ROUTES = {
       409: { description: "Owned by static config or discovery; remove it there", schema: errorBody },
       414: tooLong,
       500: saveFailed,
+      503: storeUnavailable,
     },
   },
   reload: {

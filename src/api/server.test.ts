@@ -9,7 +9,7 @@ import { BackendChanges } from "./changes.ts";
 import { ROUTES } from "./routes.ts";
 import { backend } from "./schemas.ts";
 import { ApiServer } from "./server.ts";
-import { EMPTY_STATE, type PersistedState, type StateStore } from "./state-file.ts";
+import { EMPTY_STATE, type PersistedState, type StateStore } from "../store/store.ts";
 
 const logger = pino({ level: "silent" });
 

@@ -13,7 +13,9 @@ import { buildOpenApi } from "./openapi.ts";
 import { Dashboard, PAGE_CSP } from "./dashboard/dashboard.ts";
 import { PAGE_ROUTES, ROUTES, type RouteSpec } from "./routes.ts";
 import { describeInputError, toBackendJson, type AddBackendBody, type BackendParams, type UpdateBackendBody } from "./schemas.ts";
-import { StateFileError } from "./state-file.ts";
+import { StateFileError } from "../store/file.ts";
+import { StoreUnavailableError } from "../store/store.ts";
+import { ChangeConflictError } from "./change-flow.ts";
 
 /** Limits that keep a slow or abusive client from holding the API (or the process). */
 export interface ApiLimits {
@@ -132,7 +134,8 @@ export class ApiServer {
     });
     this.app.setErrorHandler((err: FastifyError, request, reply) => {
       const { status, message } = describeError(err, request, this.limits.bodyBytes);
-      if (status >= 500) log.error({ method: request.method, url: request.url, err: err.message }, "api request failed");
+      // An unreachable shared store is logged by the store, once per outage, not per request.
+      if (status >= 500 && !(err instanceof StoreUnavailableError)) log.error({ method: request.method, url: request.url, err: err.message }, "api request failed");
       void reply.code(status).send({ error: message });
     });
     this.app.setNotFoundHandler((request, reply) => {
@@ -253,7 +256,9 @@ function allowedMethods(path: string): string[] {
 function describeError(err: FastifyError, request: FastifyRequest, bodyLimit: number): { status: number; message: string } {
   if (err instanceof InputError) return { status: 400, message: err.message };
   if (err instanceof PoolError) return { status: err.kind === "not_found" ? 404 : 409, message: err.message };
+  if (err instanceof ChangeConflictError) return { status: 409, message: err.message };
   if (err instanceof StateFileError) return { status: 500, message: err.message };
+  if (err instanceof StoreUnavailableError) return { status: 503, message: err.message };
   switch (err.code) {
     case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
       return { status: 415, message: `content-type must be application/json (got ${JSON.stringify(request.headers["content-type"] ?? "none")})` };

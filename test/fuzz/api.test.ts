@@ -12,7 +12,7 @@ import fc from "fast-check";
 import pino from "pino";
 import { BackendChanges } from "../../src/api/changes.ts";
 import { ApiServer } from "../../src/api/server.ts";
-import { StateFile } from "../../src/api/state-file.ts";
+import { StateFile } from "../../src/store/file.ts";
 import { parseHostPort } from "../../src/pool/address.ts";
 import { CounterTable } from "../../src/pool/counters.ts";
 import { BackendPool } from "../../src/pool/pool.ts";

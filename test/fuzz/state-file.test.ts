@@ -7,7 +7,7 @@ import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { StateFile, StateFileError } from "../../src/api/state-file.ts";
+import { StateFile, StateFileError } from "../../src/store/file.ts";
 import { runCli, tempDir } from "../harness.ts";
 import { checkProperty, FUZZ_SEED } from "./settings.ts";
 

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { parseHostPort } from "../pool/address.ts";
-import { StateFile, StateFileError } from "./state-file.ts";
+import { StateFile, StateFileError } from "./file.ts";
 
 const root = mkdtempSync(path.join(tmpdir(), "gobalancer-state-"));
 after(() => rmSync(root, { recursive: true, force: true }));

@@ -3,33 +3,8 @@ import path from "node:path";
 import { z } from "zod";
 import { backendAddress, backendMaxConnections, proxyProtocol, weight } from "../config/schema.ts";
 import { formatPath } from "../config/load.ts";
-import type { HostPort } from "../pool/address.ts";
-import { ADMIN_STATES, type AdminState, type BackendOptions } from "../pool/pool.ts";
-
-/** What the API changed, as kept across restarts. */
-export interface PersistedState {
-  /** Backends added through the API, with their current weight and the options they were added with. */
-  readonly backends: ReadonlyArray<ApiBackend>;
-  /** Weights set through the API on backends that static config or discovery own. */
-  readonly weights: ReadonlyArray<{ readonly address: HostPort; readonly weight: number }>;
-  /** Admin states other than ready, on any backend, by address (none when absent). */
-  readonly states?: ReadonlyArray<{ readonly address: HostPort; readonly state: AdminState }>;
-}
-
-/** A backend added through the API. */
-export interface ApiBackend extends BackendOptions {
-  readonly address: HostPort;
-  readonly weight: number;
-}
-
-export const EMPTY_STATE: PersistedState = { backends: [], weights: [], states: [] };
-
-/** Where persisted state is written; an interface so tests can make writes fail. */
-export interface StateStore {
-  readonly path: string;
-  read(): Promise<PersistedState>;
-  write(state: PersistedState): Promise<void>;
-}
+import { ADMIN_STATES } from "../pool/pool.ts";
+import { EMPTY_STATE, type ApiBackend, type PersistedState, type StateStore } from "./store.ts";
 
 /** The state file cannot be read, parsed or written; the message names the file. */
 export class StateFileError extends Error {
