@@ -7,15 +7,16 @@ import { formatHostPort, type HostPort } from "../pool/address.ts";
 import { GLOBAL_ACTIVE, type CounterView } from "../pool/counters.ts";
 import type { BackendView, ProxyProtocol, Snapshot } from "../pool/pool.ts";
 import { BackendChooser } from "./backend-chooser.ts";
-import { Connection, DIALLING, type ConnectionHost } from "./connection.ts";
+import { Connection, type ConnectionHost } from "./connection.ts";
 import { Deadlines } from "./deadlines.ts";
+import { IDLE_SWEEPS, OpenConnections } from "./open-connections.ts";
 import { ProxyHeaders, unmapped } from "./proxy-headers.ts";
 import { handlePath } from "./handle-side.ts";
 import { handleListener, serverListener, type AcceptSink, type Listener } from "./listener.ts";
 import { acceptedTcp, loadHandleBindings, socketForHandle, type AcceptedHandle, type HandleBindings } from "./node-internals.ts";
 import { Relay } from "./relay.ts";
 import { socketPath } from "./socket-path.ts";
-import { DESCRIPTORS, IDLE_TIMEOUT, LIMIT, NO_BACKEND, PROXY_HEADER, SHUTDOWN, TERMINATIONS, type Termination } from "./termination.ts";
+import { DESCRIPTORS, LIMIT, NO_BACKEND, PROXY_HEADER, SHUTDOWN, TERMINATIONS } from "./termination.ts";
 
 /** What a reload may change in a running data plane (configure()). */
 export interface PlaneSettings {
@@ -59,15 +60,6 @@ export interface DataPlaneOptions extends PlaneSettings {
 export type DataPath = "handles" | "sockets";
 
 /**
- * Idle connections are found by a sweep every idle_timeout / IDLE_SWEEPS rather than a
- * timer per connection, which Node would re-arm on every read and write (that cost about
- * 5% of the CPU per connection and per keep-alive request). A connection closes after
- * IDLE_SWEEPS sweeps in a row without a byte either way: between 1 and 1 + 1/IDLE_SWEEPS
- * times idle_timeout after its last byte.
- */
-const IDLE_SWEEPS = 8;
-
-/**
  * Bytes of open connections are added to their backend's counters this often, so that
  * long-lived connections show in the metrics before they end.
  */
@@ -94,9 +86,7 @@ export class DataPlane {
   private connectionCap = Infinity;
   private capReason = "";
   private readonly chooser: BackendChooser;
-  /** Open connections: an intrusive list, O(1) add and remove, no allocation. */
-  private head: Connection | null = null;
-  private openCount = 0;
+  private readonly open = new OpenConnections();
   private drained: (() => void) | null = null;
   private idleSweeper: NodeJS.Timeout | null = null;
   private readonly bytesFlusher: NodeJS.Timeout;
@@ -153,7 +143,7 @@ export class DataPlane {
       handlePath.use(bindings);
     }
     this.listener = this.newListener(opts.listen);
-    this.bytesFlusher = setInterval(() => this.flushBytes(), BYTES_FLUSH_MS);
+    this.bytesFlusher = setInterval(() => this.open.flushBytes(this.counters), BYTES_FLUSH_MS);
     this.bytesFlusher.unref();
     this.applySettings(opts);
   }
@@ -184,7 +174,7 @@ export class DataPlane {
     if (this.idleSweeper !== null) clearInterval(this.idleSweeper);
     this.idleSweeper = null;
     if (settings.idleTimeoutMs > 0) {
-      this.idleSweeper = setInterval(() => this.sweepIdle(), Math.max(1, Math.floor(settings.idleTimeoutMs / IDLE_SWEEPS)));
+      this.idleSweeper = setInterval(() => this.open.sweepIdle(), Math.max(1, Math.floor(settings.idleTimeoutMs / IDLE_SWEEPS)));
       this.idleSweeper.unref();
     }
   }
@@ -246,7 +236,7 @@ export class DataPlane {
   }
 
   get activeConnections(): number {
-    return this.openCount;
+    return this.open.count;
   }
 
   /** Stops accepting new clients; open connections carry on. */
@@ -261,7 +251,7 @@ export class DataPlane {
    */
   async drain(timeoutMs: number): Promise<number> {
     this.stopAccepting();
-    if (this.openCount > 0) {
+    if (this.open.count > 0) {
       let timer: NodeJS.Timeout | undefined;
       await new Promise<void>((resolve) => {
         this.drained = resolve;
@@ -270,8 +260,8 @@ export class DataPlane {
       clearTimeout(timer);
       this.drained = null;
     }
-    const forced = this.openCount;
-    this.closeAll(SHUTDOWN);
+    const forced = this.open.count;
+    this.open.closeAll(SHUTDOWN);
     if (this.idleSweeper !== null) clearInterval(this.idleSweeper);
     clearInterval(this.bytesFlusher);
     this.dials.stop();
@@ -325,7 +315,7 @@ export class DataPlane {
   /** Counts a new connection in, refuses it past the cap, else starts it. */
   private admit(conn: Connection): void {
     this.counters.accepted();
-    this.link(conn);
+    this.open.add(conn);
     // Atomics.add returns the count before this connection: refusing at or past the cap.
     if (Atomics.add(this.counters.global, GLOBAL_ACTIVE, 1) >= this.connectionCap) {
       this.warn.warn("limit", { limit: this.connectionCap }, `connection refused: ${this.capReason}`);
@@ -352,7 +342,7 @@ export class DataPlane {
 
   /** The connection is closed: off the list, its cause counted and logged. */
   private finished(conn: Connection): void {
-    this.unlink(conn);
+    this.open.remove(conn);
     Atomics.sub(this.counters.global, GLOBAL_ACTIVE, 1);
     this.counters.ended(conn.cause);
     this.counters.connectionTime((performance.now() - conn.acceptedAt) / 1000);
@@ -361,7 +351,7 @@ export class DataPlane {
     else if (conn.cause !== NO_BACKEND && conn.cause !== LIMIT && this.log.isLevelEnabled("debug")) {
       this.log.debug({ backend: conn.view?.key, bytes_in: conn.bytesIn, bytes_out: conn.bytesOut, attempts: conn.attempts, termination: TERMINATIONS[conn.cause] }, "connection closed");
     }
-    if (this.openCount === 0 && this.drained) this.drained();
+    if (this.open.count === 0 && this.drained) this.drained();
   }
 
   private logAccess(log: AccessLog, conn: Connection): void {
@@ -375,58 +365,6 @@ export class DataPlane {
       conn.attempts,
       TERMINATIONS[conn.cause]!,
     );
-  }
-
-  // ---- the list of open connections -----------------------------------------------------
-
-  private link(conn: Connection): void {
-    conn.next = this.head;
-    if (this.head) this.head.prev = conn;
-    this.head = conn;
-    this.openCount++;
-  }
-
-  private unlink(conn: Connection): void {
-    if (conn.prev) conn.prev.next = conn.next;
-    else this.head = conn.next;
-    if (conn.next) conn.next.prev = conn.prev;
-    conn.prev = conn.next = null;
-    this.openCount--;
-  }
-
-  private closeAll(cause: Termination): void {
-    for (let c = this.head, next: Connection | null; c !== null; c = next) {
-      next = c.next; // close() takes c off the list
-      c.close(cause);
-    }
-  }
-
-  /** Counts the bytes open connections moved since the last flush (see BYTES_FLUSH_MS). */
-  private flushBytes(): void {
-    for (let c = this.head; c !== null; c = c.next) {
-      if (c.phase === DIALLING) continue;
-      const bytesIn = c.bytesIn - c.reportedIn;
-      const bytesOut = c.bytesOut - c.reportedOut;
-      if (bytesIn === 0 && bytesOut === 0) continue;
-      this.counters.moved(c.view!.slot, bytesIn, bytesOut);
-      c.reportedIn += bytesIn;
-      c.reportedOut += bytesOut;
-    }
-  }
-
-  /** Closes connections with no traffic either way for idle_timeout (see IDLE_SWEEPS). */
-  private sweepIdle(): void {
-    for (let c = this.head, next: Connection | null; c !== null; c = next) {
-      next = c.next;
-      if (c.phase === DIALLING) continue; // a dial has its own connect timeout
-      if (c.upstream.active || c.downstream.active) {
-        c.upstream.active = false;
-        c.downstream.active = false;
-        c.idleSweeps = 0;
-      } else if (++c.idleSweeps >= IDLE_SWEEPS) {
-        c.close(IDLE_TIMEOUT);
-      }
-    }
   }
 }
 
