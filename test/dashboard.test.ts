@@ -4,12 +4,12 @@
 // GOBALANCER_SCREENSHOT=docs/dashboard.png also runs a minute of varied traffic and saves
 // a screenshot of the page there (for the README).
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { chromium, type Browser, type Page } from "playwright-core";
 import type { BackendJson } from "../src/api/schemas.ts";
+import { ensureDebianPackages } from "./apt.ts";
 import { BalancerProcess, REPO, cleanup, request, startBalancer, startEchoBackend, waitFor, type TestServer } from "./harness.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -17,21 +17,8 @@ const SCREENSHOT = process.env.GOBALANCER_SCREENSHOT;
 
 /** Installs Debian's chromium when it is missing (as test/docker/engine.ts does for Docker). */
 function ensureChromium(): void {
-  const r = spawnSync("dpkg-query", ["-W", "-f=${Status}", "chromium"], { encoding: "utf8" });
-  if (r.status === 0 && r.stdout.startsWith("install ok installed") && existsSync(CHROMIUM)) return;
-  if (process.getuid?.() !== 0) throw new Error("the dashboard test needs root to install chromium; run as root or install it first");
-  const apt = (args: string[]) =>
-    spawnSync("apt-get", ["-o", "DPkg::Lock::Timeout=300", ...args], { encoding: "utf8", env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
-  const install = ["install", "-y", "--no-install-recommends", "chromium"];
-  let res = apt(install);
-  if (res.status !== 0) {
-    // A fresh machine may have no package lists yet.
-    apt(["update"]);
-    res = apt(install);
-  }
-  if (res.error || res.status !== 0) {
-    throw new Error(`apt-get install chromium failed: ${res.error?.message ?? res.stderr.trim().split("\n").slice(-3).join(" | ")}`);
-  }
+  ensureDebianPackages(["chromium"], "the dashboard test");
+  if (!existsSync(CHROMIUM)) throw new Error(`chromium is installed but ${CHROMIUM} is missing`);
 }
 
 async function api<T>(lb: BalancerProcess, method: string, path: string, token?: string): Promise<{ status: number; body: T }> {

@@ -1,0 +1,160 @@
+/**
+ * Real etcd clusters on 127.0.0.1 for tests: Debian's etcd-server (installed when
+ * missing), one or three members on free ports, data in a temp dir. Every member started
+ * here is killed by `stop()`, and by this process's exit whatever happens.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { rmSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { ensureDebianPackages } from "./apt.ts";
+import { tempDir, waitFor } from "./harness.ts";
+
+const ETCD = "/usr/bin/etcd";
+const running = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const p of running) p.kill("SIGKILL");
+});
+
+/** A port on 127.0.0.1 that was free a moment ago. */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export class EtcdMember {
+  readonly name: string;
+  readonly dataDir: string;
+  readonly peerUrl: string;
+  clientUrl: string;
+  private proc: ChildProcess | undefined;
+  private readonly cluster: EtcdCluster;
+  /** The last lines etcd wrote, for failure messages. */
+  readonly output: string[] = [];
+
+  constructor(cluster: EtcdCluster, name: string, dataDir: string, clientPort: number, peerPort: number) {
+    this.cluster = cluster;
+    this.name = name;
+    this.dataDir = dataDir;
+    this.clientUrl = `http://127.0.0.1:${clientPort}`;
+    this.peerUrl = `http://127.0.0.1:${peerPort}`;
+  }
+
+  get running(): boolean {
+    return this.proc !== undefined;
+  }
+
+  /** Starts the member; `clientUrl` moves it to another client address (its data stays). */
+  start(clientUrl = this.clientUrl): void {
+    if (this.proc) throw new Error(`etcd ${this.name} is already running`);
+    this.clientUrl = clientUrl;
+    const proc = spawn(
+      ETCD,
+      [
+        `--name=${this.name}`,
+        `--data-dir=${this.dataDir}`,
+        `--listen-client-urls=${clientUrl}`,
+        `--advertise-client-urls=${clientUrl}`,
+        `--listen-peer-urls=${this.peerUrl}`,
+        `--initial-advertise-peer-urls=${this.peerUrl}`,
+        `--initial-cluster=${this.cluster.initialCluster}`,
+        "--initial-cluster-state=new",
+        `--initial-cluster-token=${this.cluster.token}`,
+        "--logger=zap",
+        "--log-level=error",
+      ],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
+    proc.stderr!.on("data", (d: Buffer) => {
+      this.output.push(...d.toString().trim().split("\n"));
+      this.output.splice(0, Math.max(0, this.output.length - 20));
+    });
+    running.add(proc);
+    proc.once("exit", () => {
+      running.delete(proc);
+      if (this.proc === proc) this.proc = undefined;
+    });
+    this.proc = proc;
+  }
+
+  /** Kills the member (SIGKILL by default: no goodbye to its peers) and waits for it to exit. */
+  async kill(signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+    const proc = this.proc;
+    if (!proc) return;
+    const exited = new Promise((resolve) => proc.once("exit", resolve));
+    proc.kill(signal);
+    await exited;
+  }
+
+  /** Resolves once the member answers its health check. */
+  async healthy(timeoutMs = 15_000): Promise<void> {
+    await waitFor(
+      async () => {
+        const res = await fetch(`${this.clientUrl}/health`, { signal: AbortSignal.timeout(1000) });
+        return res.ok && ((await res.json()) as { health?: string }).health === "true";
+      },
+      timeoutMs,
+      `etcd ${this.name} healthy at ${this.clientUrl} (${this.output.slice(-3).join(" | ")})`,
+    );
+  }
+
+  /** This member's status through etcd's JSON gateway: its id and the leader it knows. */
+  async status(): Promise<{ memberId: string; leader: string }> {
+    const res = await fetch(`${this.clientUrl}/v3/maintenance/status`, { method: "POST", body: "{}", signal: AbortSignal.timeout(1000) });
+    const body = (await res.json()) as { header: { member_id: string }; leader: string };
+    return { memberId: body.header.member_id, leader: body.leader };
+  }
+}
+
+export class EtcdCluster {
+  readonly members: EtcdMember[] = [];
+  readonly token = `gobalancer-test-${process.pid}-${Date.now()}`;
+  private readonly root: string;
+
+  private constructor(root: string) {
+    this.root = root;
+  }
+
+  /** Starts `size` members and waits until every one is healthy. */
+  static async start(size: 1 | 3): Promise<EtcdCluster> {
+    ensureDebianPackages(["etcd-server"], "the etcd tests");
+    const cluster = new EtcdCluster(tempDir("gobalancer-etcd-"));
+    for (let i = 0; i < size; i++) {
+      cluster.members.push(new EtcdMember(cluster, `m${i}`, path.join(cluster.root, `m${i}`), await freePort(), await freePort()));
+    }
+    for (const m of cluster.members) m.start();
+    await Promise.all(cluster.members.map((m) => m.healthy()));
+    return cluster;
+  }
+
+  get initialCluster(): string {
+    return this.members.map((m) => `${m.name}=${m.peerUrl}`).join(",");
+  }
+
+  get endpoints(): string[] {
+    return this.members.map((m) => m.clientUrl);
+  }
+
+  /** The member every running member names as leader. */
+  async leader(): Promise<EtcdMember> {
+    return waitFor(
+      async () => {
+        const statuses = await Promise.all(this.members.filter((m) => m.running).map(async (m) => ({ m, s: await m.status() })));
+        const leaders = new Set(statuses.map(({ s }) => s.leader));
+        if (leaders.size !== 1) return undefined;
+        return statuses.find(({ s }) => s.memberId === s.leader)?.m;
+      },
+      10_000,
+      "an etcd leader",
+    );
+  }
+
+  /** Kills every member and removes the data. */
+  async stop(): Promise<void> {
+    await Promise.all(this.members.map((m) => m.kill()));
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
