@@ -3,6 +3,7 @@
  * clients. Everything listens on port 0 and everything started is stopped by `cleanup`.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -329,4 +330,34 @@ export async function cleanup(): Promise<void> {
 /** Removes a temp directory made by tempDir. */
 export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * Sends `megabytes` of random data through an echo path on `port` (a balancer in front of
+ * startEchoBackend) and reads it back, honouring back-pressure; `pace` runs before each
+ * mebibyte is written (to slow the start of a transfer down, say). Resolves with the
+ * bytes received and whether they hash the same as what was sent.
+ */
+export async function echoTransfer(port: number, megabytes: number, pace?: (block: number) => Promise<void>): Promise<{ receivedBytes: number; intact: boolean }> {
+  const block = randomBytes(1 << 20);
+  const sent = createHash("sha256");
+  const received = createHash("sha256");
+  let receivedBytes = 0;
+  const socket = await connect(port);
+  const done = new Promise<void>((resolve, reject) => {
+    socket.on("data", (chunk: Buffer) => {
+      received.update(chunk);
+      receivedBytes += chunk.length;
+    });
+    socket.on("end", resolve);
+    socket.on("error", reject);
+  });
+  for (let i = 0; i < megabytes; i++) {
+    await pace?.(i);
+    sent.update(block);
+    if (!socket.write(block)) await new Promise((r) => socket.once("drain", r));
+  }
+  socket.end();
+  await done;
+  return { receivedBytes, intact: received.digest("hex") === sent.digest("hex") };
 }
