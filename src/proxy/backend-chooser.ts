@@ -74,19 +74,23 @@ export class BackendChooser {
   acquire(conn: Connection): BackendView | undefined | null {
     const first = conn.attempt === 0;
     const limited = this.snapshot?.limited === true;
-    let view: BackendView | undefined | null;
-    // First come, first served: while others wait for room, a newcomer waits behind them.
-    if (limited && first && this.queue.size > 0) view = null;
-    else view = first ? this.picker.pick(conn.clientIp, conn.picks++) : this.pickUntried(conn);
+    // First come, first served: while others wait for room, a newcomer waits behind them,
+    // even when a place is free now: one freed on another thread is theirs, and the wake-up
+    // that serves them (backend-queue.ts) is on its way.
+    if (limited && first && this.queue.size > 0 && this.queue.timeout > 0) {
+      this.queue.add(conn);
+      return null;
+    }
+    let view = first ? this.picker.pick(conn.clientIp, conn.picks++) : this.pickUntried(conn);
     if (view === undefined) {
       if (first) this.warn.warn("no_backend", {}, "connection closed: no healthy backend");
       return undefined;
     }
     if (!limited) {
-      this.counters.opened(view!.slot);
-      return this.opened(view!);
+      this.counters.opened(view.slot);
+      return this.opened(view);
     }
-    if (view !== null && this.takePlace(view)) return this.opened(view);
+    if (this.takePlace(view)) return this.opened(view);
     view = this.pickWithRoom(conn);
     if (view !== undefined) return view;
     if (!first) return undefined; // every other backend is full: the last dial failure stands
