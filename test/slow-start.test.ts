@@ -117,7 +117,7 @@ const staticBackends = (servers: TestServer[], weights: number[] = []) => ({
 });
 
 describe("slow start", () => {
-  it("at start-up nothing ramps", async () => {
+  it("at start-up nothing ramps; ready after drain does", async () => {
     const servers = await Promise.all(["a", "b", "c"].map((n) => startNamedBackend(n)));
     const lb = await startBalancer({ slow_start: "3s", health_check: { interval: "1h" }, discovery: staticBackends(servers) });
     assert.deepEqual((await list(lb)).map((b) => b.slow_start_share), [1, 1, 1]);
@@ -127,6 +127,11 @@ describe("slow start", () => {
       counts.set(name, (counts.get(name) ?? 0) + 1);
     }
     assert.deepEqual(Object.fromEntries(counts), { a: 10, b: 10, c: 10 }, "round robin, exact, from the first connection");
+    // Back to ready after a drain counts as coming back: that ramps.
+    const put = (state: string) =>
+      fetch(`${lb.api}/backends/${encodeURIComponent(servers[2]!.address)}`, { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ state }) });
+    await put("drain");
+    assert.equal(((await (await put("ready")).json()) as BackendJson).slow_start_share, 0.1);
   });
 
   it("round_robin: a backend added through the API gets a tenth at first, its full share after slow_start", async () => {
