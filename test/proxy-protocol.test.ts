@@ -172,25 +172,25 @@ const payload = () => randomBytes(64 * 1024);
 
 describe("PROXY protocol to backends", () => {
   for (const family of ["IPv4", "IPv6"] as const) {
-    const host = family === "IPv4" ? "127.0.0.1" : "::1";
-    for (const version of ["v1", "v2"] as const) {
-      it(`${version} over ${family}: the exact header with the client's and the listener's addresses, then the client's bytes`, async () => {
-        const backend = await recordingBackend();
-        const lb = await startBalancer({
-          listen: family === "IPv4" ? "127.0.0.1:0" : "[::1]:0",
-          proxy_protocol: version,
-          discovery: { type: "static", backends: [{ address: backend.address }] },
-        });
+    it(`over ${family}: the exact v1 and v2 headers with the client's and the listener's addresses, then the client's bytes`, async () => {
+      const host = family === "IPv4" ? "127.0.0.1" : "::1";
+      const [a, b] = await Promise.all([recordingBackend("a"), recordingBackend("b")]);
+      const lb = await startBalancer({
+        listen: family === "IPv4" ? "127.0.0.1:0" : "[::1]:0",
+        proxy_protocol: "v1", // a: the global v1; b: its own v2
+        discovery: { type: "static", backends: [{ address: a.address }, { address: b.address, proxy_protocol: "v2" }] },
+      });
+      for (let i = 0; i < 2; i++) {
         const data = payload();
         const { localPort, reply } = await exchange(lb.port, [data], { host });
-        assert.equal(reply, "ok");
-        const header = (version === "v1" ? v1 : v2)(host, host, localPort, lb.port);
-        assert.equal(backend.received.length, 1);
+        const backend = reply === "a" ? a : reply === "b" ? b : assert.fail(`reply ${JSON.stringify(reply)}`);
+        const header = (reply === "a" ? v1 : v2)(host, host, localPort, lb.port);
+        assert.equal(backend.received.length, 1, "round robin: one connection each");
         const got = backend.received[0]!;
         assert.deepEqual(got.subarray(0, header.length), header, `header: ${JSON.stringify(got.subarray(0, header.length).toString("latin1"))}`);
         assert.ok(got.subarray(header.length).equals(data), "the client's bytes follow the header intact");
-      });
-    }
+      }
+    });
   }
 
   it("a backend's own setting overrides the global one, either way", async () => {
