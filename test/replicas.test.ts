@@ -199,7 +199,6 @@ describe("replicas while etcd is away", () => {
   let b: BalancerProcess;
   before(async () => {
     etcd = await EtcdCluster.start(1);
-    // Quick retries, so that the test need not wait out a long backoff.
     [a, b] = await Promise.all([startReplica(etcd.endpoints), startReplica(etcd.endpoints)]);
   });
   after(async () => {
@@ -219,6 +218,9 @@ describe("replicas while etcd is away", () => {
     await member.kill();
     for (const lb of [a, b]) await lb.waitForLog((l) => /state store etcd unreachable/.test(l.msg), 10_000, "the outage logged");
     for (const lb of [a, b]) assert.equal((await request(lb.port)).trim(), "x", "serving what it knows");
+    // A replica that starts now starts all the same, with no API backends, and catches up later.
+    const c = await startReplica(etcd.endpoints);
+    assert.deepEqual(await registry(c), []);
     for (const [lb, method, path, body] of [
       [a, "POST", "/backends", { address: y.address }],
       [b, "PUT", backendPath(x.address), { weight: 5 }],
@@ -248,7 +250,7 @@ describe("replicas while etcd is away", () => {
     await member.healthy();
 
     const want = [`${y.address} w=2 maint api`];
-    for (const lb of [a, b]) {
+    for (const lb of [a, b, c]) {
       await waitFor(async () => JSON.stringify(await registry(lb)) === JSON.stringify(want), 15_000, "a replica resynced");
       await lb.waitForLog((l) => l.msg === "state store etcd reachable again: resynced", 1000, "the return logged");
       assert.equal(lb.logs.filter((l) => /state store etcd unreachable/.test(l.msg)).length, 1, "the outage logged once");
