@@ -21,6 +21,7 @@ import { BackendPool, type BackendView } from "./pool/pool.ts";
 import { DataPlane, type DataPath, type PlaneSettings } from "./proxy/data-plane.ts";
 import { descriptorConnectionCap } from "./proxy/descriptors.ts";
 import { loadHandleBindings } from "./proxy/node-internals.ts";
+import { encodeLocalHeader } from "./proxy/proxy-protocol.ts";
 import { ThreadedDataPlane } from "./proxy/threads.ts";
 
 /**
@@ -60,7 +61,7 @@ export class Balancer {
     if (this.threads > 1) checkAccessLog(config.accessLog);
     const counters = new CounterTable(this.threads);
     this.pool = new BackendPool({ logger, counters });
-    this.health = new HealthMonitor({ settings: config.healthCheck, sink: this.pool, logger });
+    this.health = new HealthMonitor({ settings: config.healthCheck, sink: this.pool, logger, header: (target) => this.probeHeader(target.key) });
     // Registered before any source starts, so every backend is probed from the moment it joins.
     this.pool.onMembership((change) => {
       this.health.unwatch(change.removed);
@@ -125,6 +126,12 @@ export class Balancer {
       reload: () => this.reload(),
     });
     this.sources = [this.createSource(config)];
+  }
+
+  /** Probes open with a LOCAL header where client traffic gets a PROXY header (as HAProxy's checks). */
+  private probeHeader(key: string): Buffer | null {
+    const protocol = this.pool.get(key)?.proxyProtocol ?? this.config.proxyProtocol;
+    return protocol === "off" ? null : encodeLocalHeader(protocol === "v1" ? 1 : 2);
   }
 
   private createSource(config: Config): DiscoverySource {

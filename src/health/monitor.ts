@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import type { Config } from "../config/schema.ts";
-import { HttpProber, TcpProber, type Prober, type ProbeTarget, type RunningProbe } from "./probe.ts";
+import { HttpProber, TcpProber, type Prober, type ProbeHeader, type ProbeTarget, type RunningProbe } from "./probe.ts";
 import { RiseFall } from "./rise-fall.ts";
 
 export type HealthSettings = Config["healthCheck"];
@@ -30,6 +30,8 @@ export interface HealthMonitorOptions {
   logger: Logger;
   /** Defaults to the probe `settings.type` names; tests may pass their own. */
   prober?: Prober;
+  /** The PROXY protocol header a probe opens with (see ProbeHeader); default none. */
+  header?: ProbeHeader;
   /** Wall clock for last_checked_at. */
   now?: () => number;
   /** Uniform in [0, 1), for jitter. */
@@ -81,6 +83,7 @@ export class HealthMonitor {
   private prober: Prober;
   /** Whether the prober was built here from the settings (a reload then rebuilds it). */
   private readonly ownProber: boolean;
+  private readonly header: ProbeHeader | undefined;
   private readonly now: () => number;
   private readonly random: () => number;
   private readonly timers: Scheduler;
@@ -96,7 +99,8 @@ export class HealthMonitor {
     this.random = opts.random ?? Math.random;
     this.timers = opts.timers ?? realTimers;
     this.clock = opts.clock ?? (() => performance.now());
-    this.prober = opts.prober ?? proberFor(opts.settings);
+    this.header = opts.header;
+    this.prober = opts.prober ?? proberFor(opts.settings, this.header);
     this.ownProber = opts.prober === undefined;
   }
 
@@ -107,7 +111,7 @@ export class HealthMonitor {
    */
   configure(settings: HealthSettings): void {
     this.settings = settings;
-    if (this.ownProber) this.prober = proberFor(settings);
+    if (this.ownProber) this.prober = proberFor(settings, this.header);
     for (const w of this.watched.values()) w.state.setThresholds(settings.rise, settings.fall);
   }
 
@@ -207,9 +211,9 @@ export class HealthMonitor {
   }
 }
 
-function proberFor(settings: HealthSettings): Prober {
+function proberFor(settings: HealthSettings, header: ProbeHeader | undefined): Prober {
   if (settings.type === "http") {
-    return new HttpProber({ timeoutMs: settings.timeoutMs, ...settings.http });
+    return new HttpProber({ timeoutMs: settings.timeoutMs, ...settings.http, header });
   }
-  return new TcpProber({ timeoutMs: settings.timeoutMs });
+  return new TcpProber({ timeoutMs: settings.timeoutMs, header });
 }

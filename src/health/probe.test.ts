@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { after, describe, it } from "node:test";
+import { encodeLocalHeader } from "../proxy/proxy-protocol.ts";
 import { HttpProber, TcpProber, type Prober, type ProbeTarget } from "./probe.ts";
 
 const servers: net.Server[] = [];
@@ -91,6 +92,28 @@ describe("http probe", () => {
     const target = await httpBackend(200, seen);
     await run(http({ host: "app.example" }), target);
     assert.match(seen[0]!, /\r\nHost: app\.example\r\n/);
+  });
+
+  it("opens with the PROXY protocol header the backend is sent (a LOCAL one), before the request", async () => {
+    const raw: Buffer[] = [];
+    const target = await listen((socket) => {
+      socket.on("data", (d: Buffer) => {
+        raw.push(d);
+        if (Buffer.concat(raw).includes("\r\n\r\n")) socket.end("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+      });
+    });
+    const local = encodeLocalHeader(2);
+    const result = await run(http({ header: (t) => (t.key === target.key ? local : null) }), target);
+    assert.equal(result.failure, null);
+    const got = Buffer.concat(raw);
+    assert.deepEqual(got.subarray(0, local.length), local);
+    assert.match(got.subarray(local.length).toString("latin1"), /^GET \/health HTTP\/1\.1\r\n/);
+    // TCP checks send it too, then close.
+    const tcpRaw: Buffer[] = [];
+    const tcpTarget = await listen((socket) => socket.on("data", (d: Buffer) => tcpRaw.push(d)));
+    assert.equal((await run(new TcpProber({ timeoutMs: 1000, header: () => encodeLocalHeader(1) }), tcpTarget)).failure, null);
+    for (let i = 0; i < 200 && Buffer.concat(tcpRaw).length < 15; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(Buffer.concat(tcpRaw).toString("latin1"), "PROXY UNKNOWN\r\n");
   });
 
   it("fails with 'HTTP 503' on 503 and 'HTTP 404' on a wrong path", async () => {

@@ -27,16 +27,25 @@ export interface Prober {
   start(target: ProbeTarget, done: ProbeDone): RunningProbe;
 }
 
+/**
+ * The PROXY protocol header a probe of `target` opens with, or null: a backend that is
+ * sent one with client traffic expects one on every connection (HAProxy, by default, sends
+ * it on checks too). A LOCAL header says the connection is the balancer's own.
+ */
+export type ProbeHeader = (target: ProbeTarget) => Buffer | null;
+
 /** `tcp`: the backend is up when a TCP connection to it succeeds; closed again at once. */
 export class TcpProber implements Prober {
   private readonly timeoutMs: number;
+  private readonly header: ProbeHeader | undefined;
 
-  constructor(opts: { timeoutMs: number }) {
+  constructor(opts: { timeoutMs: number; header?: ProbeHeader | undefined }) {
     this.timeoutMs = opts.timeoutMs;
+    this.header = opts.header;
   }
 
   start(target: ProbeTarget, done: ProbeDone): RunningProbe {
-    return new ProbeRun(target, this.timeoutMs, null, done);
+    return new ProbeRun(target, this.timeoutMs, null, this.header?.(target) ?? null, done);
   }
 }
 
@@ -47,6 +56,7 @@ export interface HttpProbeOptions {
   host: string;
   /** Inclusive [lo, hi] ranges of statuses that mean healthy. */
   expectStatus: ReadonlyArray<readonly [number, number]>;
+  header?: ProbeHeader | undefined;
 }
 
 /**
@@ -64,7 +74,7 @@ export class HttpProber implements Prober {
   }
 
   start(target: ProbeTarget, done: ProbeDone): RunningProbe {
-    return new ProbeRun(target, this.opts.timeoutMs, this, done);
+    return new ProbeRun(target, this.opts.timeoutMs, this, this.opts.header?.(target) ?? null, done);
   }
 
   request(target: ProbeTarget): string {
@@ -91,7 +101,7 @@ class ProbeRun implements RunningProbe {
   private done: ProbeDone | null;
   private head: Buffer | null = null;
 
-  constructor(target: ProbeTarget, timeoutMs: number, http: HttpProber | null, done: ProbeDone) {
+  constructor(target: ProbeTarget, timeoutMs: number, http: HttpProber | null, header: Buffer | null, done: ProbeDone) {
     this.http = http;
     this.done = done;
     // One deadline for the whole probe (DNS, connect, request, reply): a backend that
@@ -99,6 +109,7 @@ class ProbeRun implements RunningProbe {
     this.timer = setTimeout(() => this.finish(`timeout after ${formatDuration(timeoutMs)}`), timeoutMs);
     this.socket = net.connect({ host: target.host, port: target.port, noDelay: true });
     this.socket.once("connect", () => {
+      if (header !== null) this.socket.write(header);
       if (this.http === null) this.finish(null);
       else this.socket.write(this.http.request(target));
     });
