@@ -19,10 +19,10 @@ interface Manifest {
   object: Json;
 }
 
-function loadManifests(): Manifest[] {
+function loadManifests(dir = DIR): Manifest[] {
   const out: Manifest[] = [];
-  for (const file of readdirSync(DIR).filter((f) => /\.ya?ml$/.test(f)).sort()) {
-    for (const doc of parseAllDocuments(readFileSync(path.join(DIR, file), "utf8"))) {
+  for (const file of readdirSync(dir).filter((f) => /\.ya?ml$/.test(f)).sort()) {
+    for (const doc of parseAllDocuments(readFileSync(path.join(dir, file), "utf8"))) {
       assert.deepEqual(doc.errors, [], `${file}: YAML errors`);
       const object = doc.toJS() as Json | null;
       if (object) out.push({ file, object });
@@ -63,6 +63,7 @@ const TYPE_NAMES: Record<string, string> = {
   "v1/ConfigMap": "V1ConfigMap",
   "v1/Service": "V1Service",
   "apps/v1/Deployment": "V1Deployment",
+  "apps/v1/StatefulSet": "V1StatefulSet",
   "policy/v1/PodDisruptionBudget": "V1PodDisruptionBudget",
   "rbac.authorization.k8s.io/v1/Role": "V1Role",
   "rbac.authorization.k8s.io/v1/RoleBinding": "V1RoleBinding",
@@ -84,18 +85,7 @@ describe("deployments/kubernetes", () => {
       manifests.map((m) => m.object.kind).sort(),
       ["ConfigMap", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount"],
     );
-    const k8s = (await import("@kubernetes/client-node")) as unknown as Record<string, unknown>;
-    for (const { file, object } of manifests) {
-      const where = `${file}: ${object.kind} ${object.metadata?.name}`;
-      const Model = await modelFor(object.apiVersion, object.kind);
-      assert.doesNotThrow(() => new Model(object).validate(), where);
-      const typeName = TYPE_NAMES[`${object.apiVersion}/${object.kind}`];
-      assert.ok(typeName && k8s[typeName], `${where}: no type map`);
-      const unknown: string[] = [];
-      unknownFields(object, typeName, object.kind, k8s, unknown);
-      assert.deepEqual(unknown, [], `${where}: unknown fields`);
-      assert.equal(object.metadata.namespace, "default", `${where}: namespace`);
-    }
+    await checkSchemas(manifests);
   });
 
   it("the schema check is real: it rejects a wrong type and a missing required field", async () => {
@@ -186,6 +176,82 @@ describe("deployments/kubernetes", () => {
       for (const [k, v] of Object.entries(selector)) assert.equal(labels[k], v, `selector ${k}=${String(v)} matches the pods`);
     }
     assert.ok(pdb.spec.minAvailable >= 1 && pdb.spec.minAvailable < one("Deployment").spec.replicas);
+  });
+});
+
+/** Every object valid against the OpenAPI schemas, with no unknown field, in namespace default. */
+async function checkSchemas(manifests: Manifest[]): Promise<void> {
+  const k8s = (await import("@kubernetes/client-node")) as unknown as Record<string, unknown>;
+  for (const { file, object } of manifests) {
+    const where = `${file}: ${object.kind} ${object.metadata?.name}`;
+    const Model = await modelFor(object.apiVersion, object.kind);
+    assert.doesNotThrow(() => new Model(object).validate(), where);
+    const typeName = TYPE_NAMES[`${object.apiVersion}/${object.kind}`];
+    assert.ok(typeName && k8s[typeName], `${where}: no type map`);
+    const unknown: string[] = [];
+    unknownFields(object, typeName, object.kind, k8s, unknown);
+    assert.deepEqual(unknown, [], `${where}: unknown fields`);
+    assert.equal(object.metadata.namespace, "default", `${where}: namespace`);
+  }
+}
+
+describe("deployments/kubernetes/shared-registry (replicas sharing API changes through etcd)", () => {
+  const variant = loadManifests(path.join(DIR, "shared-registry"));
+  const base = loadManifests();
+  const of = (list: Manifest[], kind: string): Json => {
+    const found = list.filter((m) => m.object.kind === kind);
+    assert.equal(found.length, 1, `exactly one ${kind}`);
+    return found[0]!.object;
+  };
+
+  it("holds an etcd and a ConfigMap that replaces the base one, each valid against the OpenAPI schemas", async () => {
+    assert.deepEqual(variant.map((m) => m.object.kind).sort(), ["ConfigMap", "PodDisruptionBudget", "Service", "StatefulSet"]);
+    await checkSchemas(variant);
+    assert.equal(of(variant, "ConfigMap").metadata.name, of(base, "ConfigMap").metadata.name);
+  });
+
+  it("points every replica at every etcd member, with the base config otherwise unchanged", async () => {
+    const file = path.join(tempDir(), "config.yaml");
+    writeFileSync(file, of(variant, "ConfigMap").data["config.yaml"]);
+    const result = await runCli(["validate", "--config", file]);
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    const config = parseYaml(of(variant, "ConfigMap").data["config.yaml"]) as Json;
+    const baseConfig = parseYaml(of(base, "ConfigMap").data["config.yaml"]) as Json;
+    assert.equal(config.state_store.type, "etcd");
+    const sts = of(variant, "StatefulSet");
+    const svc = of(variant, "Service");
+    const clientPort = svc.spec.ports.find((p: Json) => p.name === "client").port;
+    const members = Array.from({ length: sts.spec.replicas }, (_, i) => `${sts.metadata.name}-${i}.${sts.spec.serviceName}.${sts.metadata.namespace}.svc`);
+    assert.deepEqual(config.state_store.etcd.endpoints, members.map((m) => `http://${m}:${clientPort}`));
+    const { state_store: _, ...rest } = config;
+    assert.deepEqual(rest, baseConfig);
+  });
+
+  it("runs an odd number of etcd members that find each other through the headless Service, keeping a majority through disruptions", () => {
+    const sts = of(variant, "StatefulSet");
+    const svc = of(variant, "Service");
+    const pdb = of(variant, "PodDisruptionBudget");
+    assert.equal(sts.spec.replicas % 2, 1);
+    assert.equal(svc.spec.clusterIP, "None");
+    assert.equal(sts.spec.serviceName, svc.metadata.name);
+    const labels = sts.spec.template.metadata.labels;
+    for (const selector of [svc.spec.selector, pdb.spec.selector.matchLabels]) {
+      for (const [k, v] of Object.entries(selector)) assert.equal(labels[k], v);
+    }
+    const args: string[] = sts.spec.template.spec.containers[0].command;
+    const peerPort = svc.spec.ports.find((p: Json) => p.name === "peer").port;
+    const cluster = args.find((a) => a.startsWith("--initial-cluster="))!.slice("--initial-cluster=".length).split(",");
+    assert.deepEqual(
+      cluster,
+      Array.from({ length: sts.spec.replicas }, (_, i) => `${sts.metadata.name}-${i}=http://${sts.metadata.name}-${i}.${svc.metadata.name}.default.svc:${peerPort}`),
+    );
+    assert.ok(pdb.spec.maxUnavailable <= (sts.spec.replicas - 1) / 2, "a majority stays up");
+  });
+
+  it("the base deployment says that its replicas do not share API changes, and where to look", () => {
+    const config = parseYaml(of(base, "ConfigMap").data["config.yaml"]) as Json;
+    assert.ok(of(base, "Deployment").spec.replicas > 1 && (config.state_store?.type ?? "file") === "file");
+    for (const file of ["configmap.yaml", "deployment.yaml"]) assert.match(readFileSync(path.join(DIR, file), "utf8"), /shared-registry\//, file);
   });
 });
 
