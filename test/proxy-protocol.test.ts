@@ -13,17 +13,25 @@ import { cleanup, startBalancer, startServer, waitFor, type BalancerProcess, typ
 
 afterEach(cleanup);
 
+const V2_SIGNATURE = Buffer.from("0d0a0d0a000d0a515549540a", "hex");
+/** The headers of a connection without a client to speak for (the spec's LOCAL / UNKNOWN). */
+const V2_LOCAL = Buffer.concat([V2_SIGNATURE, Buffer.from([0x20, 0x00, 0, 0])]);
+const V1_UNKNOWN = Buffer.from("PROXY UNKNOWN\r\n");
+
 /**
  * A backend that keeps, per connection, every byte it received, and answers `name`.
- * Connections that brought no byte (the balancer's health probes) are not kept.
+ * The balancer's health probes are not kept: they bring no byte, or only the header of a
+ * connection the balancer opens for itself (v2 LOCAL, v1 UNKNOWN).
  */
 async function recordingBackend(name = "ok") {
   const received: Buffer[] = [];
+  const probe = (bytes: Buffer) => bytes.length === 0 || bytes.equals(V2_LOCAL) || bytes.equals(V1_UNKNOWN);
   const server = await startServer((socket) => {
     const chunks: Buffer[] = [];
     socket.on("data", (c: Buffer) => chunks.push(c));
     socket.on("end", () => {
-      if (chunks.length > 0) received.push(Buffer.concat(chunks));
+      const bytes = Buffer.concat(chunks);
+      if (!probe(bytes)) received.push(bytes);
       socket.end(name);
     });
   });
@@ -84,7 +92,6 @@ function exchange(port: number, parts: Array<Buffer | string>, opts: { host?: st
 
 // ---- headers, built here from the specification (not with the balancer's encoder) ------
 
-const V2_SIGNATURE = Buffer.from("0d0a0d0a000d0a515549540a", "hex");
 
 function v1(source: string, destination: string, sourcePort: number, destinationPort: number): Buffer {
   const family = net.isIPv6(source) ? "TCP6" : "TCP4";
@@ -261,27 +268,29 @@ describe("PROXY protocol to backends", () => {
   });
 
   // HAProxy sends the header with health checks too when a server has send-proxy; a
-  // backend that requires it (nginx `listen … proxy_protocol`) answers a bare request
-  // with 400. Probes send no header yet (src/health/probe.ts): every such backend is down.
-  it("HTTP health checks carry the header to a backend that requires one", { todo: "health probes do not send the PROXY header yet" }, async () => {
-    const backend = await startServer((socket) => {
-      let head = Buffer.alloc(0);
-      socket.on("data", (d: Buffer) => {
-        head = Buffer.concat([head, d]);
-        const proxied = head.subarray(0, 6).toString() === "PROXY " || head.subarray(0, 12).equals(V2_SIGNATURE);
-        if (!proxied && head.length >= 12) socket.end("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
-        else if (proxied && head.includes("\r\n\r\n")) socket.end("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  // backend that requires it (nginx `listen … proxy_protocol`) answers a bare request with
+  // 400, which would mark it down.
+  it("HTTP health checks carry the header to backends that require one (the global v2, a backend's own v1)", async () => {
+    const requiring = () =>
+      startServer((socket) => {
+        let head = Buffer.alloc(0);
+        socket.on("data", (d: Buffer) => {
+          head = Buffer.concat([head, d]);
+          const proxied = head.subarray(0, 6).toString() === "PROXY " || head.subarray(0, 12).equals(V2_SIGNATURE);
+          if (!proxied && head.length >= 12) socket.end("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+          else if (proxied && head.includes("\r\n\r\n")) socket.end("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        });
       });
-    });
+    const [a, b] = await Promise.all([requiring(), requiring()]);
     const lb = await startBalancer({
       proxy_protocol: "v2",
       health_check: { type: "http", interval: "100ms", timeout: "500ms", rise: 1, fall: 1, http: { path: "/" } },
-      discovery: { type: "static", backends: [{ address: backend.address }] },
+      discovery: { type: "static", backends: [{ address: a.address }, { address: b.address, proxy_protocol: "v1" }] },
     });
-    // Three probes at least, each of which would mark it down.
-    await waitFor(() => backend.accepted() >= 3, 3000, "three probes");
-    const [info] = (await (await fetch(`${lb.api}/backends`)).json()) as Array<{ status: string; last_error: string | null }>;
-    assert.deepEqual([info!.status, info!.last_error], ["up", null]);
+    // Three probes each at least, any of which would have marked it down.
+    await waitFor(() => a.accepted() >= 3 && b.accepted() >= 3, 3000, "three probes each");
+    const list = (await (await fetch(`${lb.api}/backends`)).json()) as Array<{ status: string; last_error: string | null }>;
+    assert.deepEqual(list.map((info) => [info.status, info.last_error]), [["up", null], ["up", null]]);
   });
 });
 
@@ -312,7 +321,7 @@ describe("PROXY protocol from upstream balancers", () => {
       }
       // Headers that carry no client (v1 UNKNOWN, v2 LOCAL): the real peer stands.
       const ports: number[] = [];
-      for (const header of [Buffer.from("PROXY UNKNOWN\r\n"), Buffer.concat([V2_SIGNATURE, Buffer.from([0x20, 0x00, 0, 0])])]) {
+      for (const header of [V1_UNKNOWN, V2_LOCAL]) {
         const { reply, localPort } = await exchange(lb.port, [header, "local"]);
         assert.equal(reply, "ok");
         ports.push(localPort);
