@@ -50,7 +50,8 @@ typecheck: $(DEPS_STAMP)
 bench: build
 	node --expose-gc --max-old-space-size=20000 bench/pick.ts
 
-## bench-peers: GoBalancer vs HAProxy and nginx stream, ~10 min (ROUNDS=5 DURATION=4 IDLE=10000 PATHS=... QUICK=1 DOCS=0);
+## bench-peers: GoBalancer vs HAProxy and nginx stream, ~10 min (ROUNDS=5 DURATION=4 IDLE=10000 PATHS=... QUICK=1 DOCS=0;
+## PATHS=...,gobalancer-baseline BASELINE=<checkout with dist built> runs another build alongside);
 ## installs haproxy, nginx, iperf3, wrk from Debian if missing; writes docs/benchmarks.md
 bench-peers: build
 	node bench/peers/run.ts

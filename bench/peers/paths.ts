@@ -6,7 +6,7 @@
  * connections must reach the same server and GoBalancer has one listener per process.
  * Every address is 127.0.0.1.
  */
-import { writeFileSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import type { PathInfo } from "./report.ts";
@@ -32,6 +32,9 @@ export const PATHS: readonly PathInfo[] = [
   { id: "gobalancer-sockets", label: "GoBalancer workers: 1, data_path: sockets", role: "gobalancer" },
   // workers 1 writing the access log to a file: its cost, measured when named in PATHS.
   { id: "gobalancer-access-log", label: "GoBalancer workers: 1, access log on", role: "gobalancer", optional: true },
+  // Another build of GoBalancer (BASELINE=a checkout with dist/ built), workers 1, in the
+  // same rounds: before/after figures of a change measured side by side.
+  { id: "gobalancer-baseline", label: "GoBalancer workers: 1, baseline build", role: "gobalancer", optional: true },
   { id: "haproxy", label: "HAProxy", role: "peer" },
   { id: "nginx", label: "nginx stream", role: "peer" },
 ];
@@ -213,6 +216,15 @@ export async function startBackends(sup: Supervisor, tools: { nginx: string; ipe
   return { http: [http1, http2], iperf };
 }
 
+/** The checkout the gobalancer-baseline path runs (BASELINE), with its dist/ built. */
+function baselineTree(): string {
+  const tree = process.env.BASELINE;
+  if (!tree || !existsSync(path.join(tree, "dist", "cli.js"))) {
+    throw new Error("gobalancer-baseline needs BASELINE=<a checkout whose dist/cli.js is built> (e.g. git worktree add /tmp/base HEAD~5; make -C /tmp/base build)");
+  }
+  return path.resolve(tree);
+}
+
 type Instance = (sup: Supervisor, name: string, listenPort: number, backends: readonly number[]) => Started;
 
 function instanceStarter(info: PathInfo, tools: { node: string; haproxy: string; nginx: string }, cores: number): Instance {
@@ -221,6 +233,7 @@ function instanceStarter(info: PathInfo, tools: { node: string; haproxy: string;
     case "gobalancer-1":
     case "gobalancer-sockets":
     case "gobalancer-access-log":
+    case "gobalancer-baseline":
       return (sup, name, listenPort, backends) => {
         const dir = instanceDir(sup, name);
         const config = path.join(dir, "config.yaml");
@@ -228,7 +241,8 @@ function instanceStarter(info: PathInfo, tools: { node: string; haproxy: string;
         const dataPath = info.id === "gobalancer-sockets" ? "sockets" : undefined;
         const accessLog = info.id === "gobalancer-access-log" ? path.join(dir, "access.log") : undefined;
         writeFileSync(config, goBalancerConfig({ listenPort, backends, workers, dataPath, accessLog, stateFile: path.join(dir, "state.json") }));
-        return sup.start(name, tools.node, [path.join(REPO, "dist", "cli.js"), "--config", config], { nofile: NOFILE });
+        const tree = info.id === "gobalancer-baseline" ? baselineTree() : REPO;
+        return sup.start(name, tools.node, [path.join(tree, "dist", "cli.js"), "--config", config], { nofile: NOFILE });
       };
     case "haproxy":
       return (sup, name, listenPort, backends) => {

@@ -26,7 +26,7 @@ interface Options {
   command: string;
 }
 
-const OPTION_VARS = ["ROUNDS", "DURATION", "CONNECTIONS", "IDLE", "PATHS", "QUICK", "DOCS"] as const;
+const OPTION_VARS = ["ROUNDS", "DURATION", "CONNECTIONS", "IDLE", "PATHS", "BASELINE", "QUICK", "DOCS"] as const;
 
 function intOption(name: string, fallback: number, min: number, max: number): number {
   const raw = process.env[name];
