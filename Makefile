@@ -9,7 +9,7 @@ NODE_STAMP := toolchain/node_modules/.installed
 DEPS_STAMP := node_modules/.installed
 SOURCES := $(shell find src -name '*.ts' ! -name '*.test.ts') tsconfig.json tsconfig.build.json
 
-.PHONY: run test build typecheck fuzz bench bench-peers soak deps clean
+.PHONY: run test build typecheck fuzz bench bench-peers bench-replicas soak deps clean
 
 ## run: build, start three demo backends on 127.0.0.1:9001-9003 and GoBalancer on :8080
 run: build
@@ -55,6 +55,10 @@ bench: build
 ## installs haproxy, nginx, iperf3, wrk from Debian if missing; writes docs/benchmarks.md
 bench-peers: build
 	node bench/peers/run.ts
+
+## bench-replicas: an API change's acknowledgement and its arrival at a second replica through a real etcd (installs etcd-server if missing; MEMBERS=3 for three members)
+bench-replicas: build
+	node bench/replicas.ts --members $${MEMBERS:-1}
 
 ## soak: connection churn through gobalancer for SOAK (default 5m), sampled every 10 s;
 ## fails when descriptors, RSS, active connections, event-loop delay or timers trend up

@@ -164,7 +164,7 @@ describe("ApiServer responses", () => {
       assert.deepEqual(Object.keys(op.responses).map(Number).sort(), Object.keys(route.responses).map(Number).sort());
     }
     const schemas = doc.components.schemas;
-    assert.deepEqual(Object.keys(schemas).sort(), ["Backend", "BackendUpdate", "Error", "Health", "NewBackend"]);
+    assert.deepEqual(Object.keys(schemas).sort(), ["Backend", "BackendUpdate", "Error", "Health", "NewBackend", "ReloadError", "Reloaded"]);
     assert.equal(schemas.NewBackend.additionalProperties, false);
     assert.deepEqual(schemas.NewBackend.required, ["address"]);
     // The weight is 1-1000, or null (clears an override).
