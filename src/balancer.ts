@@ -152,7 +152,7 @@ export class Balancer {
     await this.changes.restore();
     for (const source of this.sources) await source.start();
     // From now on, backends that join or come back up ramp up; those here now do not.
-    this.pool.setSlowStart(this.config.slowStartMs);
+    this.pool.setSlowStart(slowStartOf(this.config));
     let api: AddressInfo;
     try {
       api = await this.api.listen();
@@ -253,7 +253,7 @@ export class Balancer {
     this.config = next;
     this.log.level = next.log.level;
     this.health.configure(next.healthCheck);
-    this.pool.setSlowStart(next.slowStartMs);
+    this.pool.setSlowStart(slowStartOf(next));
     if (this.dataPlane instanceof DataPlane) this.dataPlane.configure(planeSettings(next), accessLog);
     else await this.dataPlane.configure(planeSettings(next), next.accessLog, next.log.level);
     if (applied.includes("discovery")) await this.rediscover(previous, next);
@@ -301,6 +301,11 @@ function resolveDataPath(wanted: "auto" | "handles" | "sockets", log: Logger): D
   if (typeof bindings !== "string") return "handles";
   log.warn({ data_path: wanted, reason: bindings }, "libuv handles unavailable on this Node: the data path runs on net.Socket");
   return "sockets";
+}
+
+/** ip_hash is not ramped (a client's backend must not depend on the time), so no share shows a ramp. */
+function slowStartOf(config: Config): number {
+  return config.algorithm === "ip_hash" ? 0 : config.slowStartMs;
 }
 
 /** The part of the config a running data plane takes (at start and on reload). */
