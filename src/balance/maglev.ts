@@ -1,5 +1,7 @@
 import type { BackendView } from "../pool/pool.ts";
+import { Chunks, CHUNK_MASK, CHUNK_SIZE } from "./chunks.ts";
 import { hashString, SEED_OFFSET, SEED_ORDER, SEED_SKIP } from "./hash.ts";
+import { groupByWeight } from "./weight-groups.ts";
 
 /**
  * Maglev lookup tables (Eisenbud et al., "Maglev: A Fast and Reliable Software Network
@@ -99,23 +101,20 @@ export class MaglevWorkspace {
 /**
  * The three hashes of each backend's key, by slot, kept from build to build (a set
  * changes by a few backends at a time, and hashing every key again is a sixth of a build
- * at 10,000 backends). A slot's entry is trusted only for the same key. In chunks of
- * 32,768 slots, so growing never copies or touches much fresh memory at once.
+ * at 10,000 backends). A slot's entry is trusted only for the same key. In chunks, so
+ * growing never copies or touches much fresh memory at once.
  */
 class KeyHashes {
-  private readonly keys: Array<Array<string | undefined>> = [];
-  private readonly hashes: Uint32Array[] = [];
+  private readonly keys = new Chunks(() => new Array<string | undefined>(CHUNK_SIZE).fill(undefined));
+  private readonly hashes = new Chunks(() => new Uint32Array(3 * CHUNK_SIZE));
 
-  /** Writes the hashes of `key` (on `slot`) to out[at], out[at+1], out[at+2]. */
+  /** Writes the hashes of `key` (on `slot`) to out[0], out[1], out[2]. */
   get(slot: number, key: string, out: Uint32Array): void {
-    const c = slot >>> 15;
-    while (this.keys.length <= c) {
-      this.keys.push(new Array<string | undefined>(32768).fill(undefined));
-      this.hashes.push(new Uint32Array(3 * 32768));
-    }
-    const i = slot & 32767;
-    const keys = this.keys[c]!;
-    const hashes = this.hashes[c]!;
+    this.keys.ensure(slot + 1);
+    this.hashes.ensure(slot + 1);
+    const i = slot & CHUNK_MASK;
+    const keys = this.keys.of(slot);
+    const hashes = this.hashes.of(slot);
     if (keys[i] !== key) {
       keys[i] = key;
       hashes[3 * i] = hashString(key, SEED_ORDER);
@@ -218,32 +217,10 @@ export function* buildMaglev(
   const table: MaglevTable = { size, entries, set, alive, indexOfSlot };
   if (n === 0) return table;
 
-  // Weight groups, heaviest first, members (indices into `set`) in canonical order
-  // (counting sort: O(N + 1000)).
-  const perWeight = new Int32Array(wmax + 1);
-  for (let k = 0; k < n; k++) {
-    perWeight[weight[k]!]!++;
-    if ((k & LOOP) === LOOP) yield;
-  }
-  let groups = 0;
-  for (let w = 1; w <= wmax; w++) if (perWeight[w]! > 0) groups++;
-  const groupWeight = new Int32Array(groups);
-  const groupStart = new Int32Array(groups + 1);
-  const startOf = new Int32Array(wmax + 1);
-  for (let w = wmax, g = 0, at = 0; w >= 1; w--) {
-    if (perWeight[w] === 0) continue;
-    groupWeight[g] = w;
-    groupStart[g] = at;
-    startOf[w] = at;
-    at += perWeight[w]!;
-    groupStart[++g] = at;
-  }
+  // Weight groups, heaviest first, members (indices into `set`) in canonical order.
   const members = work.members;
-  for (let i = 0; i < n; i++) {
-    const k = order[i]!;
-    members[startOf[weight[k]!]!++] = k;
-    if ((i & LOOP) === LOOP) yield;
-  }
+  const { weight: groupWeight, start: groupStart } = yield* groupByWeight(weight, n, wmax, order, members, LOOP + 1);
+  const groups = groupWeight.length;
   // The claiming walks the members in turn and reads each one's next entry and skip: laid
   // out in member order, those reads are sequential instead of a cache miss each. (Into
   // two arrays the sort is done with: the hashes, and the radix buffer not holding it.)

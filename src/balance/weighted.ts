@@ -1,5 +1,6 @@
 import type { BackendView } from "../pool/pool.ts";
 import type { Picker } from "./picker.ts";
+import { groupByWeight, type WeightGroups } from "./weight-groups.ts";
 
 /**
  * Smooth weighted round robin, pick for pick the sequence nginx produces: on every pick
@@ -73,29 +74,17 @@ export class WeightedPicker implements Picker {
     }
     this.total = total;
     this.t = 0;
-    // Counting sort by weight (1..1000) keeps index order inside each group, O(N + 1000).
-    const perWeight = new Int32Array(maxWeight + 1);
-    for (let i = 0; i < n; i++) perWeight[weights[i]!]!++;
-    let groups = 0;
-    for (let w = 1; w <= maxWeight; w++) if (perWeight[w]! > 0) groups++;
-    this.groupWeight = new Int32Array(groups);
-    this.groupStart = new Int32Array(groups);
+    // Index order inside each group; heaviest group first: it wins most picks, so the
+    // scan's best-so-far settles early. With no chunk limit it never yields: its first
+    // step is its result.
+    const { weight, start } = groupByWeight(weights, n, maxWeight, null, this.members, Infinity).next().value as WeightGroups;
+    const groups = weight.length;
+    this.groupWeight = weight;
+    this.groupStart = start;
     this.groupSize = new Int32Array(groups);
+    for (let g = 0; g < groups; g++) this.groupSize[g] = start[g + 1]! - start[g]!;
     this.groupNext = new Int32Array(groups);
     this.groupCount = new Int32Array(groups);
-    const offset = new Int32Array(maxWeight + 1);
-    // Heaviest group first: it wins most picks, so the scan's best-so-far settles early.
-    for (let w = maxWeight, g = 0, at = 0; w >= 1; w--) {
-      if (perWeight[w] === 0) continue;
-      this.groupWeight[g] = w;
-      this.groupStart[g] = at;
-      this.groupSize[g] = perWeight[w]!;
-      offset[w] = at;
-      at += perWeight[w]!;
-      g++;
-    }
-    const members = this.members;
-    for (let i = 0; i < n; i++) members[offset[weights[i]!]!++] = i;
     this.kinetic = groups > this.scanGroups ? new KineticTournament(this) : null;
     this.retryCursor = n > 0 ? this.retryCursor % n : 0;
   }
