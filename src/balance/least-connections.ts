@@ -26,8 +26,8 @@ import type { Picker, PickerContext } from "./picker.ts";
  * one is linked at the tail of its count, a weight change moves it between groups, all
  * O(1) each. Finding the changes is a linear walk over the old and new routable lists
  * comparing references (the pool keeps a view object until its weight changes, and keeps
- * its order), a few ms at a million backends; views copied across threads compare by
- * slot and key.
+ * its order), so it rarely reads a backend at all; views copied across threads compare
+ * by slot and key.
  *
  * How exact with several data-plane threads: the counts themselves live in shared memory
  * (`active`, changed with Atomics by every thread), but each thread keeps its own

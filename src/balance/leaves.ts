@@ -118,7 +118,7 @@ export class Leaves {
     while (capacity < needed) capacity *= 2;
     const spare = this.spare?.ready === true && this.spare.capacity >= capacity ? this.spare : null;
     const arrays = spare?.arrays ?? allocate(capacity);
-    // O(N) copies of memory already touched (if prepared): a few ms at a million.
+    // O(N) copies, but into memory already touched (if prepared): no page faults.
     arrays.next.set(this.next);
     arrays.prev.set(this.prev);
     arrays.count.set(this.count);
@@ -142,8 +142,8 @@ export class Leaves {
    * Once the leaves are three quarters full (and many), allocates the arrays for twice the
    * capacity and touches them a slice at a time on the event loop, so that growing later
    * finds them ready: the first touch of fresh memory is a page fault per 4 KiB page, and
-   * at millions of backends touching them all in one go would hold the loop for hundreds
-   * of ms (docs/benchmarks.md, "least_connections internals").
+   * at millions of backends touching them all in one go would hold the loop far longer
+   * than any change should (docs/benchmarks.md, "least_connections internals").
    */
   prepareGrowth(): void {
     const capacity = 2 * this.capacity;

@@ -78,8 +78,8 @@ export interface MaglevTable {
 
 /**
  * Scratch arrays of the builds, kept between builds. Allocating them afresh for every
- * build would make each build touch new memory, and first touches are page faults: tens
- * of MB at a million backends, which on some hosts costs hundreds of ms in one go. Here
+ * build would make each build touch new memory, and first touches are page faults, tens
+ * of MB of them at a million backends, expensive in one go on some hosts. Here
  * memory is allocated only when a build needs more than before, and then first touched
  * a chunk per slice.
  */
@@ -100,8 +100,8 @@ export class MaglevWorkspace {
 
 /**
  * The three hashes of each backend's key, by slot, kept from build to build (a set
- * changes by a few backends at a time, and hashing every key again is a sixth of a build
- * at 10,000 backends). A slot's entry is trusted only for the same key. In chunks, so
+ * changes by a few backends at a time, and hashing every key again is a noticeable part
+ * of a build). A slot's entry is trusted only for the same key. In chunks, so
  * growing never copies or touches much fresh memory at once.
  */
 class KeyHashes {
@@ -300,7 +300,7 @@ function claim(st: Claims, budget: number): boolean {
       const s = skip[m]!;
       let c = next[m]!;
       // Probe the bitmap (size/8 bytes, which stays in cache far longer than the
-      // entries themselves): about half the build time at a million backends.
+      // entries themselves) rather than the entries.
       while ((occupied[c >>> 5]! >>> (c & 31)) & 1) {
         c += s;
         if (c >= size) c -= size;

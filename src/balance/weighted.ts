@@ -125,7 +125,8 @@ export class WeightedPicker implements Picker {
 
   /** Group g's candidate's `current` at pick t, less a term common to all: t·w − W·count. */
   value(g: number, t: number): number {
-    // Exact in doubles: t·w ≤ W·1000 ≤ 1.7e10 at the 16M-backend limit.
+    // Exact in doubles: t·w ≤ W·wmax, and with 2^24 backends of weight ≤ 10,000 (1000 in
+    // tenths, as slow start hands them over) that is below 2^53.
     return t * this.groupWeight[g]! - this.total * this.groupCount[g]!;
   }
 
@@ -173,8 +174,8 @@ export class WeightedPicker implements Picker {
  * replays the certificates that fall due (a heap by time), then reads the root; the
  * picked group's line then drops (its count grew) or its candidate changed, and only
  * its path to the root is re-evaluated. Each certificate replay or path step is
- * O(log G), and a pick causes O(log G) of them amortised, against O(G) for a scan: with
- * 1,000 distinct weights, a few hundred ns instead of µs. The order is exactly the
+ * O(log G), and a pick causes O(log G) of them amortised, against O(G) for a scan (the
+ * difference at 1,000 distinct weights is in docs/benchmarks.md). The order is exactly the
  * scan's, since every comparison is the scan's comparison.
  *
  * After W picks every value is back to 0 and every rotation at its start: the state at

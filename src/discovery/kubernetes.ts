@@ -78,8 +78,8 @@ export class KubernetesSource implements DiscoverySource {
    * list has answered or failed, so a reachable cluster has its backends before traffic.
    */
   async start(): Promise<void> {
-    // Loaded here, not at the top, because importing client-node takes about a second,
-    // which every other discovery type should not pay.
+    // Loaded here, not at the top, because importing client-node is slow (see
+    // docs/benchmarks.md), which every other discovery type should not pay.
     const k8s = await import("@kubernetes/client-node");
     const kc: KubeConfig = new k8s.KubeConfig();
     try {
