@@ -20,8 +20,10 @@ run: build
 	node dist/cli.js --config $${CONFIG:-config/config.yaml}
 
 # End-to-end suites that start gobalancer: run once per data path (data-path.test.ts
-# chooses its own).
-DATA_PATH_SUITES = $(filter-out test/data-path.test.ts,$(shell grep -l startBalancer test/*.test.ts))
+# chooses its own). Discovery (Docker, Kubernetes) and the dashboard's browser test run
+# once: what they check is upstream of the data path, whose every behaviour the others
+# cover on both.
+DATA_PATH_SUITES = $(filter-out test/data-path.test.ts test/docker.test.ts test/kubernetes.test.ts test/dashboard.test.ts,$(shell grep -l startBalancer test/*.test.ts))
 NODE_TEST := node --test --test-concurrency=2 --test-timeout=120000
 
 ## test: type-check, build, and run every unit and end-to-end test, the end-to-end
