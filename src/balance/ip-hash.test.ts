@@ -5,7 +5,7 @@ import path from "node:path";
 import { describe, it } from "node:test";
 import type { BackendView } from "../pool/pool.ts";
 import { seededRandom } from "../../test/seeded-random.ts";
-import { parseIp } from "./hash.ts";
+import { parseIp } from "./client-address.ts";
 import { IpHashPicker } from "./ip-hash.ts";
 import type { PickerContext } from "./picker.ts";
 import { createPicker } from "./registry.ts";

@@ -1,5 +1,6 @@
 import type { BackendView } from "../pool/pool.ts";
-import { hashString, hashWords, parseIp, probeHash, reduce, SEED_SLOT, SEED_STEP } from "./hash.ts";
+import { parseIp } from "./client-address.ts";
+import { hashString, hashWords, probeHash, reduce, SEED_SLOT, SEED_STEP } from "./hash.ts";
 import { diffRoutable } from "./diff.ts";
 import { buildMaglev, EMPTY, MaglevWorkspace, type MaglevTable } from "./maglev.ts";
 import type { Picker, PickerContext } from "./picker.ts";
@@ -48,6 +49,7 @@ const MAX_ATTEMPTS = 128;
  *   that large allocations provoke) is needed only when the set outgrows what was there.
  */
 export class IpHashPicker implements Picker {
+  readonly needsClientAddress = true;
   private readonly schedule: (task: () => void) => void;
   private readonly now: () => number;
   /** The current routable set; the table's `alive` reflects it. */

@@ -10,6 +10,11 @@ import type { BackendView } from "../pool/pool.ts";
  */
 export interface Picker {
   /**
+   * pick() reads the client's address (ip_hash): the data plane then looks it up for
+   * every connection, which it otherwise skips.
+   */
+  readonly needsClientAddress?: boolean;
+  /**
    * `attempt` numbers this client's picks: 0 for the first choice, then 1, 2, … while
    * the data plane looks for a backend to retry on (it skips backends the client already
    * tried, so it may ask several times). A picker keyed on the client (ip_hash) must give

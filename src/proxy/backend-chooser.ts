@@ -49,6 +49,11 @@ export class BackendChooser {
     });
   }
 
+  /** Whether the picker reads the client's address (see Picker). */
+  get needsClientAddress(): boolean {
+    return this.picker.needsClientAddress === true;
+  }
+
   /** The next connection picks from `snapshot`. */
   setSnapshot(snapshot: Snapshot): void {
     this.snapshot = snapshot;

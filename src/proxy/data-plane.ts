@@ -159,8 +159,8 @@ export class DataPlane {
       this.accessLog?.close();
       this.accessLog = accessLog;
     }
-    this.applySettings(settings);
     this.chooser.setAlgorithm(settings.algorithm);
+    this.applySettings(settings);
   }
 
   private applySettings(settings: PlaneSettings): void {
@@ -180,7 +180,7 @@ export class DataPlane {
   }
 
   private updateWantsClientAddress(): void {
-    this.wantsClientAddress = this.settings.algorithm === "ip_hash" || this.accessLog !== null || this.headers.needsClientAddress;
+    this.wantsClientAddress = this.chooser.needsClientAddress || this.accessLog !== null || this.headers.needsClientAddress;
   }
 
   /** Installs a new pool snapshot; the next connection picks from it. */
