@@ -29,31 +29,33 @@ async function get(lb: BalancerProcess, address: string): Promise<BackendJson> {
 }
 
 describe("admin state", () => {
-  it("drain: no new connections, open ones carry on; ready: back in rotation", async () => {
-    const [a, b] = await Promise.all([startEchoBackend(), startEchoBackend()]);
-    const lb = await startBalancer({ discovery: { type: "static", backends: [{ address: a.address }, { address: b.address }] } });
-    const open = await connect(lb.port); // round robin: the first connection goes to a
-    await waitFor(() => a.open() === 1, 2000, "a connection open on a");
+  for (const workers of [1, 2]) {
+    it(`drain: no new connections, open ones carry on; ready: back in rotation (workers: ${workers})`, async () => {
+      const [a, b] = await Promise.all([startEchoBackend(), startEchoBackend()]);
+      const lb = await startBalancer({ workers, discovery: { type: "static", backends: [{ address: a.address }, { address: b.address }] } });
+      const open = await connect(lb.port); // round robin: the first connection goes to a
+      await waitFor(() => a.open() === 1, 2000, "a connection open on a");
 
-    const drained = await put(lb, a.address, { state: "drain" });
-    assert.equal(drained.status, 200);
-    assert.deepEqual([drained.body.state, drained.body.status], ["drain", "draining"]);
-    const total = async (s: { address: string }) => (await get(lb, s.address)).total_connections;
-    const bBefore = await total(b);
-    for (let i = 0; i < 4; i++) assert.equal(await request(lb.port, `x${i}`), `x${i}`);
-    assert.equal((await total(b)) - bBefore, 4, "every new connection went to b");
-    assert.equal(await total(a), 1, "none to the drained backend");
-    // The open connection to a still works.
-    const echoed = new Promise<string>((resolve) => open.once("data", (d: Buffer) => resolve(d.toString())));
-    open.write("still here");
-    assert.equal(await echoed, "still here");
-    open.destroy();
+      const drained = await put(lb, a.address, { state: "drain" });
+      assert.equal(drained.status, 200);
+      assert.deepEqual([drained.body.state, drained.body.status], ["drain", "draining"]);
+      const total = async (s: { address: string }) => (await get(lb, s.address)).total_connections;
+      const bBefore = await total(b);
+      for (let i = 0; i < 4; i++) assert.equal(await request(lb.port, `x${i}`), `x${i}`);
+      assert.equal((await total(b)) - bBefore, 4, "every new connection went to b");
+      assert.equal(await total(a), 1, "none to the drained backend");
+      // The open connection to a still works.
+      const echoed = new Promise<string>((resolve) => open.once("data", (d: Buffer) => resolve(d.toString())));
+      open.write("still here");
+      assert.equal(await echoed, "still here");
+      open.destroy();
 
-    const ready = await put(lb, a.address, { state: "ready" });
-    assert.deepEqual([ready.body.state, ready.body.status], ["ready", "up"]);
-    for (let i = 0; i < 4; i++) await request(lb.port, "y");
-    assert.equal(await total(a), 3, "a takes its share again");
-  });
+      const ready = await put(lb, a.address, { state: "ready" });
+      assert.deepEqual([ready.body.state, ready.body.status], ["ready", "up"]);
+      for (let i = 0; i < 4; i++) await request(lb.port, "y");
+      assert.equal(await total(a), 3, "a takes its share again");
+    });
+  }
 
   it("maint: health checks pause, and start again on ready", async () => {
     const echo = await startEchoBackend();

@@ -1,12 +1,10 @@
 // End-to-end: a backend's own max_connections with the first-come queue in front of it
 // (timeouts.queue), and backup backends that take over only while no primary is up.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import net from "node:net";
-import path from "node:path";
 import { afterEach, describe, it } from "node:test";
-import parsePrometheusTextFormat, { type MetricFamily } from "parse-prometheus-text-format";
 import { cleanup, request, startBalancer, startNamedBackend, startServer, waitFor, type BalancerProcess, type TestServer } from "./harness.ts";
+import { accessLines, scrape, valueOf } from "./observe.ts";
 
 afterEach(cleanup);
 
@@ -95,16 +93,7 @@ function client(port: number, id: string): Promise<Client> {
   });
 }
 
-async function scrape(lb: BalancerProcess): Promise<MetricFamily[]> {
-  const res = await fetch(`${lb.api}/metrics`);
-  assert.equal(res.status, 200);
-  return parsePrometheusTextFormat(await res.text());
-}
 
-function valueOf(families: MetricFamily[], name: string, labels: Record<string, string> = {}): number | undefined {
-  const sample = families.find((f) => f.name === name)?.metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v));
-  return sample?.value === undefined ? undefined : Number(sample.value);
-}
 
 /** Connections the balancer has accepted and not yet closed, over all threads. */
 async function active(lb: BalancerProcess): Promise<number | undefined> {
@@ -131,18 +120,6 @@ async function statusOf(lb: BalancerProcess, server: TestServer): Promise<string
   return (await backends(lb)).find((b) => b.address === server.address)?.status;
 }
 
-function accessLines(lb: BalancerProcess): Array<{ client: string; backend: string; termination: string }> {
-  let text = "";
-  try {
-    text = readFileSync(path.join(lb.dir, "access.log"), "utf8");
-  } catch {
-    return [];
-  }
-  return text
-    .split("\n")
-    .filter((l) => l !== "")
-    .map((l) => JSON.parse(l) as { client: string; backend: string; termination: string });
-}
 
 /** The access-log line of the client whose local port is `port` (lines come in batches, at least every second). */
 function lineOf(lb: BalancerProcess, port: number) {

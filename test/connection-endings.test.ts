@@ -2,10 +2,9 @@
 // are closed the right way (a reset passed on as a reset), the backend's count is back
 // down, the balancer holds no descriptor for it, and its cause is counted once.
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
-import path from "node:path";
 import { afterEach, describe, it } from "node:test";
 import {
   cleanup,
@@ -16,6 +15,7 @@ import {
   waitFor,
   type BalancerProcess,
 } from "./harness.ts";
+import { accessLines, type AccessLine } from "./observe.ts";
 
 afterEach(cleanup);
 
@@ -82,27 +82,7 @@ function apiGet<T>(lb: BalancerProcess, urlPath: string): Promise<T> {
   });
 }
 
-interface AccessLine {
-  client: string;
-  backend: string;
-  termination: string;
-  attempts: number;
-  bytes_in: number;
-  bytes_out: number;
-}
 
-function accessLines(lb: BalancerProcess): AccessLine[] {
-  let text = "";
-  try {
-    text = readFileSync(path.join(lb.dir, "access.log"), "utf8");
-  } catch {
-    return [];
-  }
-  return text
-    .split("\n")
-    .filter((l) => l !== "")
-    .map((l) => JSON.parse(l) as AccessLine);
-}
 
 /** The access-log lines of the client whose local port is `port`: exactly one expected. */
 async function linesOf(lb: BalancerProcess, port: number): Promise<AccessLine[]> {

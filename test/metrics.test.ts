@@ -2,20 +2,12 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { afterEach, describe, it } from "node:test";
-import parsePrometheusTextFormat, { type MetricFamily } from "parse-prometheus-text-format";
-import { cleanup, refusedPort, request, startBalancer, startEchoBackend, startServer, waitFor, type BalancerProcess } from "./harness.ts";
+import parsePrometheusTextFormat from "parse-prometheus-text-format";
+import { cleanup, refusedPort, request, startBalancer, startEchoBackend, startServer, waitFor } from "./harness.ts";
+import { scrape, valueOf, type Scrape } from "./observe.ts";
 
 afterEach(cleanup);
 
-type Scrape = MetricFamily[] & { text: string };
-
-async function scrape(lb: BalancerProcess, token?: string): Promise<Scrape> {
-  const res = await fetch(`${lb.api}/metrics`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
-  assert.equal(res.status, 200);
-  assert.match(res.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
-  const text = await res.text();
-  return Object.assign(parsePrometheusTextFormat(text), { text });
-}
 
 /**
  * The count and sum of histogram `name` for the series with `labels`. The parser reads
@@ -39,12 +31,6 @@ function histogramOf(scraped: Scrape, name: string, labels: Record<string, strin
   return { count: Number(sample.count), sum: Number(sample.sum) };
 }
 
-/** The value of `name` for the sample whose labels include `labels`; undefined when absent. */
-function valueOf(families: MetricFamily[], name: string, labels: Record<string, string> = {}): number | undefined {
-  const family = families.find((f) => f.name === name);
-  const sample = family?.metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v));
-  return sample?.value === undefined ? undefined : Number(sample.value);
-}
 
 for (const workers of [1, 2]) {
   describe(`/metrics, workers: ${workers}`, () => {

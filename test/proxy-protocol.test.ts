@@ -4,12 +4,10 @@
 // the client everywhere; anything else is refused and counted.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
 import net from "node:net";
-import path from "node:path";
 import { afterEach, describe, it } from "node:test";
-import parsePrometheusTextFormat, { type MetricFamily } from "parse-prometheus-text-format";
 import { cleanup, startBalancer, startServer, waitFor, type BalancerProcess, type TestServer } from "./harness.ts";
+import { accessLines, scrape, valueOf, type AccessLine } from "./observe.ts";
 
 afterEach(cleanup);
 
@@ -127,24 +125,7 @@ function ipv6Bytes(ip: string): Buffer {
 
 // ---- what the balancer reports ------------------------------------------------------------
 
-interface AccessLine {
-  client: string;
-  backend: string;
-  termination: string;
-}
 
-function accessLines(lb: BalancerProcess): AccessLine[] {
-  let text = "";
-  try {
-    text = readFileSync(path.join(lb.dir, "access.log"), "utf8");
-  } catch {
-    return [];
-  }
-  return text
-    .split("\n")
-    .filter((l) => l !== "")
-    .map((l) => JSON.parse(l) as AccessLine);
-}
 
 /** Waits for `count` access-log lines (they are written in batches, at least every second). */
 function linesWhen(lb: BalancerProcess, count: number): Promise<AccessLine[]> {
@@ -154,16 +135,7 @@ function linesWhen(lb: BalancerProcess, count: number): Promise<AccessLine[]> {
   }, 4000, `${count} access-log lines`);
 }
 
-async function scrape(lb: BalancerProcess): Promise<MetricFamily[]> {
-  const res = await fetch(`${lb.api}/metrics`);
-  assert.equal(res.status, 200);
-  return parsePrometheusTextFormat(await res.text());
-}
 
-function valueOf(families: MetricFamily[], name: string, labels: Record<string, string> = {}): number | undefined {
-  const sample = families.find((f) => f.name === name)?.metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v));
-  return sample?.value === undefined ? undefined : Number(sample.value);
-}
 
 async function refusedForHeader(lb: BalancerProcess): Promise<number | undefined> {
   return valueOf(await scrape(lb), "gobalancer_connections_refused_total", { reason: "proxy_header" });
