@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import type { ConfigurationOptions, DiscoveryV1Api, KubeConfig, Watch } from "@kubernetes/client-node";
 import { errorText } from "./error-text.ts";
 import { desiredFromSlices, resourceVersionOf, sliceFacts, watchError, type SliceFacts } from "./kubernetes-slices.ts";
-import { backoffDelay, sleep, type Backoff } from "./retry.ts";
+import { backoffDelay, sleep, WatchLoop, type Backoff } from "./retry.ts";
 import type { ApplyDesired, DiscoverySource } from "./source.ts";
 
 // The conversion from EndpointSlices is kubernetes-slices.ts; these two stay importable
@@ -61,9 +61,8 @@ export class KubernetesSource implements DiscoverySource {
   /** The last warning logged per slice, so a broken slice warns once, not per event. */
   private readonly warned = new Map<string, string>();
   /** Aborted by stop(): cancels whatever the loop is waiting on (a list, a watch, or a backoff delay). */
-  private readonly lifetime = new AbortController();
+  private readonly watch = new WatchLoop();
   private applyQueued = false;
-  private loop: Promise<void> | undefined;
   private client: { api: DiscoveryV1Api; watch: Watch; withSignal: (signal: AbortSignal) => ConfigurationOptions } | undefined;
 
   constructor(opts: KubernetesSourceOptions) {
@@ -111,20 +110,15 @@ export class KubernetesSource implements DiscoverySource {
       }),
     };
     this.log.info({ server: cluster.server, namespace: this.opts.namespace, service: this.opts.service, port: this.opts.port || "(only)" }, "kubernetes discovery starting");
-    let firstAttempt!: () => void;
-    const attempted = new Promise<void>((resolve) => (firstAttempt = resolve));
-    // finally: stop() during the first list must not leave start() waiting.
-    this.loop = this.run(firstAttempt).finally(firstAttempt);
-    await attempted;
+    await this.watch.start((firstAttempt) => this.run(firstAttempt));
   }
 
   async stop(): Promise<void> {
-    this.lifetime.abort(new Error("stopped"));
-    await this.loop;
+    await this.watch.stop();
   }
 
   private get stopped(): boolean {
-    return this.lifetime.signal.aborted;
+    return this.watch.stopped;
   }
 
   private async run(firstAttempt: () => void): Promise<void> {
@@ -141,7 +135,7 @@ export class KubernetesSource implements DiscoverySource {
           const delay = backoffDelay(this.backoff, ++failures);
           this.log.warn({ err: errorText(err), attempt: failures, retry_in_ms: delay }, "kubernetes list failed");
           firstAttempt();
-          await sleep(delay, this.lifetime.signal);
+          await sleep(delay, this.watch.signal);
           continue;
         }
         firstAttempt();
@@ -158,13 +152,13 @@ export class KubernetesSource implements DiscoverySource {
         this.log.info({ resource_version: resourceVersion }, "kubernetes watch expired; re-listing");
         resourceVersion = "";
         // A server answering 410 to a watch from the list it has just given is broken: do not spin.
-        if (fromList && end.events === 0) await sleep(backoffDelay(this.backoff, ++failures), this.lifetime.signal);
+        if (fromList && end.events === 0) await sleep(backoffDelay(this.backoff, ++failures), this.watch.signal);
         continue;
       }
       if (end.error !== undefined || !end.connected) {
         const delay = backoffDelay(this.backoff, ++failures);
         this.log.warn({ err: end.error ?? "watch failed", resource_version: resourceVersion, attempt: failures, retry_in_ms: delay }, "kubernetes watch failed");
-        await sleep(delay, this.lifetime.signal);
+        await sleep(delay, this.watch.signal);
         continue;
       }
       // A clean end (the server's watch timeout, or silence past the client's): resume from
@@ -173,7 +167,7 @@ export class KubernetesSource implements DiscoverySource {
       if (healthy) {
         this.log.debug({ resource_version: resourceVersion, events: end.events }, "kubernetes watch ended; resuming");
       } else {
-        await sleep(backoffDelay(this.backoff, ++failures), this.lifetime.signal);
+        await sleep(backoffDelay(this.backoff, ++failures), this.watch.signal);
       }
     }
   }
@@ -183,7 +177,7 @@ export class KubernetesSource implements DiscoverySource {
     const { api, withSignal } = this.client!;
     const slow = new AbortController();
     const timer = setTimeout(() => slow.abort(new Error(`no answer in ${this.listTimeoutMs}ms`)), this.listTimeoutMs);
-    const signal = AbortSignal.any([this.lifetime.signal, slow.signal]);
+    const signal = AbortSignal.any([this.watch.signal, slow.signal]);
     try {
       const list = await api.listNamespacedEndpointSlice(
         { namespace: this.opts.namespace, labelSelector: `${SERVICE_LABEL}=${this.opts.service}` },
@@ -209,7 +203,7 @@ export class KubernetesSource implements DiscoverySource {
   /** One watch request, from `resourceVersion` until the server or the client ends it. */
   private watchOnce(resourceVersion: string): Promise<WatchEnd> {
     const { watch } = this.client!;
-    const lifetime = this.lifetime.signal;
+    const lifetime = this.watch.signal;
     const started = Date.now();
     let latest = resourceVersion;
     let expired = false;

@@ -27,3 +27,37 @@ export async function sleep(ms: number, signal: AbortSignal): Promise<void> {
     if (!signal.aborted) throw err;
   }
 }
+
+/**
+ * A list-then-watch loop run in the background until stopped (Kubernetes discovery, the
+ * etcd store's watch): start() resolves once the loop's first attempt (a list) has
+ * answered or failed, so start-up applies what is there without waiting on a watch that
+ * does not end; stop() aborts `signal` (ending sleeps and requests) and waits for the
+ * loop to return.
+ */
+export class WatchLoop {
+  private readonly lifetime = new AbortController();
+  private loop: Promise<void> | undefined;
+
+  get signal(): AbortSignal {
+    return this.lifetime.signal;
+  }
+
+  get stopped(): boolean {
+    return this.lifetime.signal.aborted;
+  }
+
+  /** Runs `run`, which calls `firstAttempt` once its first list has answered or failed. */
+  async start(run: (firstAttempt: () => void) => Promise<void>): Promise<void> {
+    let firstAttempt!: () => void;
+    const attempted = new Promise<void>((resolve) => (firstAttempt = resolve));
+    // finally: stop() during the first list must not leave start() waiting.
+    this.loop = run(firstAttempt).finally(firstAttempt);
+    await attempted;
+  }
+
+  async stop(): Promise<void> {
+    this.lifetime.abort(new Error("stopped"));
+    await this.loop;
+  }
+}

@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import type { Etcd3, IKeyValue, IWatchResponse } from "etcd3";
-import { backoffDelay, sleep, type Backoff } from "../discovery/retry.ts";
+import { backoffDelay, sleep, WatchLoop, type Backoff } from "../discovery/retry.ts";
 import type { EtcdMirror, MirroredKeyValue } from "./etcd-mirror.ts";
 import { etcdErrorText } from "./etcd-errors.ts";
 
@@ -43,8 +43,7 @@ interface WatchEnd {
 export class EtcdFollower {
   private readonly opts: EtcdFollowerOptions;
   private readonly log: Logger;
-  private readonly lifetime = new AbortController();
-  private loop: Promise<void> | undefined;
+  private readonly watch = new WatchLoop();
 
   constructor(opts: EtcdFollowerOptions) {
     this.opts = opts;
@@ -53,19 +52,15 @@ export class EtcdFollower {
 
   /** Resolves after the first list has answered or failed. */
   async start(): Promise<void> {
-    let firstAttempt!: () => void;
-    const attempted = new Promise<void>((resolve) => (firstAttempt = resolve));
-    this.loop = this.run(firstAttempt).finally(firstAttempt);
-    await attempted;
+    await this.watch.start((firstAttempt) => this.run(firstAttempt));
   }
 
   async stop(): Promise<void> {
-    this.lifetime.abort(new Error("stopped"));
-    await this.loop;
+    await this.watch.stop();
   }
 
   private get stopped(): boolean {
-    return this.lifetime.signal.aborted;
+    return this.watch.stopped;
   }
 
   private async run(firstAttempt: () => void): Promise<void> {
@@ -86,7 +81,7 @@ export class EtcdFollower {
           this.log.debug(fields, "state store etcd still unreachable");
         }
         firstAttempt();
-        await sleep(delay, this.lifetime.signal);
+        await sleep(delay, this.watch.signal);
         continue;
       }
       firstAttempt();
@@ -104,7 +99,7 @@ export class EtcdFollower {
       } else {
         this.log.info({ store: "etcd", err: end.error, revision }, "etcd watch ended; re-listing");
       }
-      if (!healthy) await sleep(backoffDelay(this.opts.backoff, ++failures), this.lifetime.signal);
+      if (!healthy) await sleep(backoffDelay(this.opts.backoff, ++failures), this.watch.signal);
     }
   }
 
@@ -128,7 +123,7 @@ export class EtcdFollower {
       const end = (compacted: boolean, err: unknown) => {
         if (ended) return;
         ended = true;
-        this.lifetime.signal.removeEventListener("abort", onStop);
+        this.watch.signal.removeEventListener("abort", onStop);
         watcher.removeAllListeners();
         // Errors from here on have no one to tell; the library must not see them unhandled.
         watcher.on("error", () => {});
@@ -136,8 +131,8 @@ export class EtcdFollower {
         resolve({ compacted, error: err === undefined ? undefined : etcdErrorText(err), events, durationMs: Date.now() - started });
       };
       const onStop = () => end(false, undefined);
-      if (this.lifetime.signal.aborted) return onStop();
-      this.lifetime.signal.addEventListener("abort", onStop, { once: true });
+      if (this.watch.signal.aborted) return onStop();
+      this.watch.signal.addEventListener("abort", onStop, { once: true });
       watcher.on("data", (res: IWatchResponse) => {
         if (ended) return;
         let changed = false;
