@@ -7,7 +7,6 @@ import type { ApplyDesired, DiscoverySource } from "./source.ts";
 
 // The conversion from EndpointSlices is kubernetes-slices.ts; these two stay importable
 // from here, beside the source they serve.
-export { desiredFromSlices, sliceFacts } from "./kubernetes-slices.ts";
 
 export interface KubernetesSourceOptions {
   readonly namespace: string;

@@ -6,7 +6,7 @@ import { describe, it } from "node:test";
 import type { ContainerInspectInfo } from "dockerode";
 import fc from "fast-check";
 import { factsFromInspect, judge, NETWORK_LABEL, PORT_LABEL, WEIGHT_LABEL } from "../../src/discovery/docker-container.ts";
-import { desiredFromSlices, sliceFacts } from "../../src/discovery/kubernetes.ts";
+import { desiredFromSlices, sliceFacts } from "../../src/discovery/kubernetes-slices.ts";
 import type { DesiredBackend } from "../../src/pool/pool.ts";
 import { checkProperty } from "./settings.ts";
 
