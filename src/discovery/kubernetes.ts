@@ -5,8 +5,8 @@ import { desiredFromSlices, resourceVersionOf, sliceFacts, watchError, type Slic
 import { backoffDelay, sleep, WatchLoop, type Backoff } from "./retry.ts";
 import type { ApplyDesired, DiscoverySource } from "./source.ts";
 
-// The conversion from EndpointSlices is kubernetes-slices.ts; these two stay importable
-// from here, beside the source they serve.
+// The conversion from EndpointSlices to backends is kubernetes-slices.ts; this file is
+// the list/watch loop that feeds it.
 
 export interface KubernetesSourceOptions {
   readonly namespace: string;
