@@ -217,18 +217,20 @@ describe("reload", () => {
     assert.ok(closedAfter >= 250 && closedAfter < 3000, `closed after ${closedAfter} ms`);
   });
 
-  it("the access log is opened again on SIGHUP, so a rotated file is let go", async () => {
-    const a = await startNamedBackend("a");
-    const lb = await startBalancer({ ...staticOf(a), access_log: { enabled: true, path: "access.log" } });
-    const file = path.join(lb.dir, "access.log");
-    await request(lb.port);
-    await waitFor(() => existsSync(file) && readFileSync(file, "utf8").split("\n").filter(Boolean).length === 1, 5000, "the first line");
-    renameSync(file, `${file}.1`); // what logrotate does, then it sends SIGHUP
-    rewrite(lb, { ...staticOf(a), access_log: { enabled: true, path: "access.log" } });
-    await sighup(lb);
-    await request(lb.port);
-    await request(lb.port);
-    await waitFor(() => existsSync(file) && readFileSync(file, "utf8").split("\n").filter(Boolean).length === 2, 5000, "lines in the new file");
-    assert.equal(readFileSync(`${file}.1`, "utf8").split("\n").filter(Boolean).length, 1, "the rotated file got nothing more");
-  });
+  for (const workers of [1, 2]) {
+    it(`the access log is opened again on SIGHUP, so a rotated file is let go (workers: ${workers})`, async () => {
+      const a = await startNamedBackend("a");
+      const lb = await startBalancer({ workers, ...staticOf(a), access_log: { enabled: true, path: "access.log" } });
+      const file = path.join(lb.dir, "access.log");
+      await request(lb.port);
+      await waitFor(() => existsSync(file) && readFileSync(file, "utf8").split("\n").filter(Boolean).length === 1, 5000, "the first line");
+      renameSync(file, `${file}.1`); // what logrotate does, then it sends SIGHUP
+      rewrite(lb, { workers, ...staticOf(a), access_log: { enabled: true, path: "access.log" } });
+      await sighup(lb);
+      await request(lb.port);
+      await request(lb.port);
+      await waitFor(() => existsSync(file) && readFileSync(file, "utf8").split("\n").filter(Boolean).length === 2, 5000, "lines in the new file");
+      assert.equal(readFileSync(`${file}.1`, "utf8").split("\n").filter(Boolean).length, 1, "the rotated file got nothing more");
+    });
+  }
 });
