@@ -130,7 +130,7 @@ export class Balancer {
 
   /** Probes open with a LOCAL header where client traffic gets a PROXY header (as HAProxy's checks). */
   private probeHeader(key: string): Buffer | null {
-    const protocol = this.pool.get(key)?.proxyProtocol ?? this.config.proxyProtocol;
+    const protocol = this.pool.view(key)?.proxyProtocol ?? this.config.proxyProtocol;
     return protocol === "off" ? null : encodeLocalHeader(protocol === "v1" ? 1 : 2);
   }
 
@@ -275,13 +275,15 @@ export class Balancer {
   /** Discovery changed: static backends are reconciled; another kind of source replaces the old. */
   private async rediscover(previous: Config, next: Config): Promise<void> {
     const [current] = this.sources;
-    if (previous.discovery.type === "static" && next.discovery.type === "static" && current instanceof StaticSource) {
+    if (next.discovery.type === "static" && current instanceof StaticSource) {
       current.update(next.discovery.backends);
       return;
     }
     await this.stopSources();
-    // The old source's backends go (open connections to them finish); the new one's come.
-    this.pool.reconcile(previous.discovery.type, []);
+    // Another kind of source: the old one's backends go (open connections to them finish).
+    // The same kind, configured anew: its backends stay until the new source's first set
+    // replaces them, so routing has no gap.
+    if (previous.discovery.type !== next.discovery.type) this.pool.reconcile(previous.discovery.type, []);
     this.sources = [this.createSource(next)];
     for (const source of this.sources) await source.start();
   }

@@ -74,10 +74,10 @@ export function sameClaim(a: SourceClaim, b: SourceClaim): boolean {
   );
 }
 
-export function claimOf(d: DesiredBackend | (BackendOptions & { weight: number })): SourceClaim {
+export function claimOf(d: Omit<DesiredBackend, "address">): SourceClaim {
   return {
     weight: d.weight,
-    draining: ("draining" in d && d.draining) || false,
+    draining: d.draining ?? false,
     maxConnections: d.maxConnections ?? 0,
     backup: d.backup ?? false,
     proxyProtocol: d.proxyProtocol,

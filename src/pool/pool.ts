@@ -256,6 +256,11 @@ export class BackendPool {
     }
   }
 
+  /** The current view of a backend (what the data plane reads), without reading its counters. */
+  view(key: string): BackendView | undefined {
+    return this.backends.get(key)?.view;
+  }
+
   get(key: string): BackendInfo | undefined {
     const backend = this.backends.get(key);
     return backend && this.describe(backend);

@@ -31,7 +31,7 @@ function setUp() {
   const other = new CounterView(table.buffers, 1);
   const slot = table.allocate();
   const logger = pino({ level: "silent" });
-  const chooser = new BackendChooser({ algorithm: "round_robin", queueTimeoutMs: 2000, counters: here, warn: new RateLimitedLog(logger), threaded: true, logger });
+  const chooser = new BackendChooser({ algorithm: "round_robin", queueTimeoutMs: 2000, counters: here, warn: new RateLimitedLog(logger), threaded: true });
   const view: BackendView = { key: "10.0.0.2:80", host: "10.0.0.2", port: 80, weight: 1, slot, maxConnections: 1 };
   const snapshot: Snapshot = { version: 1, routable: [view], total: 1, limited: true, ramping: false, onBackups: false };
   chooser.setSnapshot(snapshot);

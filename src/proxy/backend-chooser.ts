@@ -1,4 +1,3 @@
-import type { Logger } from "pino";
 import type { Picker, PickerContext } from "../balance/picker.ts";
 import { createPicker } from "../balance/registry.ts";
 import { slowStartPicker } from "../balance/slow-start.ts";
@@ -29,7 +28,7 @@ export class BackendChooser {
   private snapshot: Snapshot | null = null;
   readonly queue: BackendQueue;
 
-  constructor(opts: { algorithm: Algorithm; queueTimeoutMs: number; counters: CounterView; warn: RateLimitedLog; threaded: boolean; logger: Logger }) {
+  constructor(opts: { algorithm: Algorithm; queueTimeoutMs: number; counters: CounterView; warn: RateLimitedLog; threaded: boolean }) {
     this.counters = opts.counters;
     this.warn = opts.warn;
     this.threaded = opts.threaded;

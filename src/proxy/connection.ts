@@ -28,7 +28,7 @@ export interface ConnectionHost {
   acquire(conn: Connection): BackendView | undefined | null;
   /** The PROXY protocol header to send `conn`'s backend first, or null for none. */
   proxyHeader(conn: Connection): Buffer | null;
-  /** A PROXY header is awaited: its deadline runs until headerEnded. */
+  /** A PROXY header is awaited: its deadline runs until the connection leaves its list (deadlines.ts). */
   headerStarted(conn: Connection): void;
   /**
    * Reads a PROXY header off the front of `bytes` and takes the client's address from

@@ -77,7 +77,11 @@ export class DataPlane {
   private readonly log: Logger;
   private readonly warn: RateLimitedLog;
   private listener: Listener;
+  /** The listener a reload's addListener() replaced, until closeOldListener(). */
+  private previousListener: Listener | null = null;
   private readonly sink: AcceptSink;
+  /** The libuv handle bindings, for the handles path (null on the sockets path). */
+  private readonly bindings: HandleBindings | null = null;
   private readonly counters: CounterView;
   private accessLog: AccessLog | null;
   /** The client's address is looked up per connection only when something needs it. */
@@ -108,7 +112,6 @@ export class DataPlane {
       counters: opts.counters,
       warn: this.warn,
       threaded: opts.threaded === true,
-      logger: opts.logger,
     });
     this.dials = new Deadlines(opts.connectTimeoutMs, (conn) => conn.dialTimedOut());
     this.headers = new ProxyHeaders(opts.listenProxyProtocol, opts.proxyProtocol, this.warn, (conn) => conn.close(PROXY_HEADER));
@@ -141,6 +144,7 @@ export class DataPlane {
       // The caller chose "handles" after the same check on the main thread.
       if (typeof bindings === "string") throw new Error(`data path on libuv handles unavailable: ${bindings}`);
       handlePath.use(bindings);
+      this.bindings = bindings;
     }
     this.listener = this.newListener(opts.listen);
     this.bytesFlusher = setInterval(() => this.open.flushBytes(this.counters), BYTES_FLUSH_MS);
@@ -227,11 +231,9 @@ export class DataPlane {
     this.previousListener = null;
   }
 
-  private previousListener: Listener | null = null;
-
   private newListener(listen: HostPort): Listener {
     const reusePort = this.opts.threaded === true;
-    if (this.opts.dataPath === "handles") return handleListener(loadHandleBindings() as HandleBindings, listen, reusePort, this.sink);
+    if (this.bindings !== null) return handleListener(this.bindings, listen, reusePort, this.sink);
     return serverListener(listen, reusePort, this.sink);
   }
 

@@ -185,11 +185,6 @@ export class Relay {
     return this.pendingBytes < HOLD_BYTES;
   }
 
-  /** Bytes held so far. */
-  get heldLength(): number {
-    return this.pendingBytes;
-  }
-
   /** Everything held so far, in one buffer (joined only when held in several reads). */
   heldBytes(): Buffer {
     const pending = this.pending;
