@@ -200,13 +200,20 @@ describe("reload", () => {
   it("settings that need a restart are named in a warning and left as they were; timeouts apply to new connections", async () => {
     const echo = await startEchoBackend();
     const lb = await startBalancer(staticOf(echo));
-    rewrite(lb, { workers: 2, data_path: TEST_DATA_PATH === "sockets" ? "handles" : "sockets", state_file: path.join(lb.dir, "elsewhere.json"), timeouts: { idle: "300ms" }, ...staticOf(echo) });
+    rewrite(lb, {
+      workers: 2,
+      data_path: TEST_DATA_PATH === "sockets" ? "handles" : "sockets",
+      state_file: path.join(lb.dir, "elsewhere.json"),
+      log: { format: "pretty" },
+      timeouts: { idle: "300ms" },
+      ...staticOf(echo),
+    });
     const res = await postReload(lb);
     assert.equal(res.status, 200);
-    assert.deepEqual(res.body.need_restart, ["workers", "data_path", "state_file"]);
+    assert.deepEqual(res.body.need_restart, ["workers", "data_path", "state_file", "log.format"]);
     assert.deepEqual(res.body.applied, ["timeouts"]);
     const warning = await lb.waitForLog((l) => l.msg.startsWith("reload: these settings need a restart"));
-    assert.deepEqual(warning.keys, ["workers", "data_path", "state_file"]);
+    assert.deepEqual(warning.keys, ["workers", "data_path", "state_file", "log.format"]);
     // The new idle timeout closes a quiet connection opened after the reload.
     const quiet = await connect(lb.port);
     const closedAfter = await new Promise<number>((resolve) => {

@@ -60,6 +60,12 @@ export function configDifferences(current: Config, next: Config): ConfigDifferen
       applied.push(YAML_KEYS[field]);
     }
   }
+  // The log format is fixed when the logger is made; its level a reload does change.
+  if (current.log.format !== next.log.format) {
+    needRestart.push("log.format");
+    config.log = { ...next.log, format: current.log.format };
+    if (current.log.level === next.log.level) applied.splice(applied.indexOf("log"), 1);
+  }
   return { applied, needRestart, config };
 }
 
