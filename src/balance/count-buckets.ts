@@ -176,8 +176,9 @@ export class CountBuckets {
       return;
     }
     const low = this.lowOf[g]!;
-    // Exact: with counts below 2^31 and weights ≤ 1000, distinct ratios never round to
-    // the same double.
+    // Exact: two distinct ratios a/w and b/v differ by at least 1/(w·v), more than a
+    // double's rounding of either while counts stay below 2^31 and weights ≤ 10,000 (slow
+    // start ramps weights up to ten times the configured 1-1000).
     this.tournament.set(g, low / this.weightOf[g]!, this.leaves.arrived[this.buckets[g]![2 * low]!]!);
   }
 
