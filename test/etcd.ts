@@ -5,25 +5,16 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { rmSync } from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { ensureDebianPackages } from "./apt.ts";
 import { tempDir, waitFor } from "./harness.ts";
+import { freePort } from "./ports.ts";
 
 const ETCD = "/usr/bin/etcd";
 const running = new Set<ChildProcess>();
 process.once("exit", () => {
   for (const p of running) p.kill("SIGKILL");
 });
-
-/** A port on 127.0.0.1 that was free a moment ago. */
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 export class EtcdMember {
   readonly name: string;
@@ -32,6 +23,8 @@ export class EtcdMember {
   clientUrl: string;
   private proc: ChildProcess | undefined;
   private readonly cluster: EtcdCluster;
+  /** How the last process exited, when it did. */
+  private exit: string | undefined;
   /** The last lines etcd wrote, for failure messages. */
   readonly output: string[] = [];
 
@@ -45,6 +38,11 @@ export class EtcdMember {
 
   get running(): boolean {
     return this.proc !== undefined;
+  }
+
+  /** Whether the last process this member started has exited. */
+  get exited(): boolean {
+    return this.exit !== undefined;
   }
 
   /** Starts the member; `clientUrl` moves it to another client address (its data stays). */
@@ -64,7 +62,7 @@ export class EtcdMember {
         "--initial-cluster-state=new",
         `--initial-cluster-token=${this.cluster.token}`,
         "--logger=zap",
-        "--log-level=error",
+        "--log-level=warn",
       ],
       { stdio: ["ignore", "ignore", "pipe"] },
     );
@@ -73,8 +71,10 @@ export class EtcdMember {
       this.output.splice(0, Math.max(0, this.output.length - 20));
     });
     running.add(proc);
-    proc.once("exit", () => {
+    this.exit = undefined;
+    proc.once("exit", (code, signal) => {
       running.delete(proc);
+      this.exit = `exited with ${code ?? signal}`;
       if (this.proc === proc) this.proc = undefined;
     });
     this.proc = proc;
@@ -89,16 +89,25 @@ export class EtcdMember {
     await exited;
   }
 
-  /** Resolves once the member answers its health check. */
-  async healthy(timeoutMs = 15_000): Promise<void> {
-    await waitFor(
-      async () => {
+  /** Resolves once the member answers its health check; fails at once if it exits. */
+  async healthy(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let last = "no answer yet";
+    while (!this.exit) {
+      try {
         const res = await fetch(`${this.clientUrl}/health`, { signal: AbortSignal.timeout(1000) });
-        return res.ok && ((await res.json()) as { health?: string }).health === "true";
-      },
-      timeoutMs,
-      `etcd ${this.name} healthy at ${this.clientUrl} (${this.output.slice(-3).join(" | ")})`,
-    );
+        const body = await res.text();
+        if (res.ok && (JSON.parse(body) as { health?: string }).health === "true") return;
+        last = `${res.status} ${body.trim()}`;
+      } catch (err) {
+        const cause = (err as Error).cause as Error | undefined;
+        last = `${String(err)}${cause ? ` (${cause.message})` : ""}`;
+      }
+      if (Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const why = this.exit ? this.exit : `not healthy after ${timeoutMs} ms: ${last}`;
+    throw new Error(`etcd ${this.name} at ${this.clientUrl} ${why}; it said: ${this.output.slice(-5).join(" | ") || "nothing"}`);
   }
 
   /** This member's status through etcd's JSON gateway: its id and the leader it knows. */
@@ -118,16 +127,26 @@ export class EtcdCluster {
     this.root = root;
   }
 
-  /** Starts `size` members and waits until every one is healthy. */
+  /**
+   * Starts `size` members and waits until every one is healthy. A member that exits while
+   * starting (its port taken meanwhile by another process) costs one more try on new ports.
+   */
   static async start(size: 1 | 3): Promise<EtcdCluster> {
     ensureDebianPackages(["etcd-server"], "the etcd tests");
-    const cluster = new EtcdCluster(tempDir("gobalancer-etcd-"));
-    for (let i = 0; i < size; i++) {
-      cluster.members.push(new EtcdMember(cluster, `m${i}`, path.join(cluster.root, `m${i}`), await freePort(), await freePort()));
+    for (let attempt = 1; ; attempt++) {
+      const cluster = new EtcdCluster(tempDir("gobalancer-etcd-"));
+      for (let i = 0; i < size; i++) {
+        cluster.members.push(new EtcdMember(cluster, `m${i}`, path.join(cluster.root, `m${i}`), await freePort(), await freePort()));
+      }
+      for (const m of cluster.members) m.start();
+      try {
+        await Promise.all(cluster.members.map((m) => m.healthy()));
+        return cluster;
+      } catch (err) {
+        await cluster.stop();
+        if (attempt === 3 || !cluster.members.some((m) => m.exited)) throw err;
+      }
     }
-    for (const m of cluster.members) m.start();
-    await Promise.all(cluster.members.map((m) => m.healthy()));
-    return cluster;
   }
 
   get initialCluster(): string {

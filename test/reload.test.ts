@@ -19,6 +19,7 @@ import {
   type BalancerProcess,
   type TestServer,
 } from "./harness.ts";
+import { freePort } from "./ports.ts";
 
 afterEach(cleanup);
 
@@ -65,14 +66,6 @@ function accepts(port: number): Promise<boolean> {
     });
     s.once("error", () => resolve(false));
   });
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", () => r()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 describe("reload", () => {

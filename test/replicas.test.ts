@@ -11,6 +11,7 @@ import type { BackendJson } from "../src/api/schemas.ts";
 import { createPicker } from "../src/balance/registry.ts";
 import type { BackendView } from "../src/pool/pool.ts";
 import { EtcdCluster } from "./etcd.ts";
+import { freePort } from "./ports.ts";
 import { cleanup, request, startNamedBackend, waitFor, type BalancerProcess } from "./harness.ts";
 import { PREFIX, backendPath, call, registry, startReplica } from "./replicas.ts";
 import { seededRandom } from "./seeded-random.ts";
@@ -235,7 +236,6 @@ describe("replicas while etcd is away", () => {
 
     // Meanwhile, someone changes etcd where the replicas cannot see it: the same member on
     // another client address.
-    const { freePort } = await import("./etcd.ts");
     member.start(`http://127.0.0.1:${await freePort()}`);
     await member.healthy();
     const direct = new Etcd3({ hosts: member.clientUrl });

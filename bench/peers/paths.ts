@@ -7,8 +7,8 @@
  * Every address is 127.0.0.1.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import path from "node:path";
+import { freePorts } from "../../test/ports.ts";
 import type { PathInfo } from "./report.ts";
 import { hardNofile, isListening, waitUntil, type Started, type Supervisor } from "./processes.ts";
 
@@ -158,24 +158,6 @@ export function nginxBackendConfig(o: { port: number; dir: string }): string {
     "}",
     "",
   ].join("\n");
-}
-
-/** Ports nobody listens on right now; all held open until every one is chosen, so they differ. */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers: net.Server[] = [];
-  try {
-    for (let i = 0; i < n; i++) {
-      const server = net.createServer();
-      await new Promise<void>((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(0, "127.0.0.1", resolve);
-      });
-      servers.push(server);
-    }
-    return servers.map((s) => (s.address() as net.AddressInfo).port);
-  } finally {
-    await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
-  }
 }
 
 async function ready(started: Started, port: number): Promise<Started> {
