@@ -7,7 +7,6 @@ import {
   type ConnectRequest,
   type HandleBindings,
   type PeerName,
-  type ShutdownRequest,
   type TcpHandle,
   type WriteRequest,
 } from "./node-internals.ts";
@@ -25,6 +24,15 @@ import { socketErrorReason } from "./socket-errors.ts";
  * the handle or the request), so nothing is allocated per read or per connection beyond
  * the side itself and its handle.
  *
+ * Only what the data path must wait for calls back into JavaScript: reads, a connect,
+ * a write the kernel did not take at once. A shutdown and a close are left to libuv
+ * without a callback (Node calls none when the request has no `oncomplete` or the
+ * handle no close callback), which saves two or three calls into JavaScript per
+ * connection: the shutdown is requested only once every write is done, so our direction
+ * is finished as soon as it is asked for (a close that overtakes it sends the same FIN);
+ * and a closed side tells its connection at once, since libuv reads into its buffer no
+ * more and cancels its pending writes (whose buffers their requests hold till then).
+ *
  * Bulk transfers skip a copy: after a read that fills the thread's buffer, the side
  * hands libuv a 64 KiB chunk of its own to read into next (the onread callback's return
  * value), writes from that chunk directly, and goes back to the shared buffer with the
@@ -39,7 +47,6 @@ const HIGH_WATER_MARK = 64 * 1024;
 const SIDE = Symbol("gobalancer.side");
 type OwnedHandle = TcpHandle & { [SIDE]: HandleSide };
 type OwnedWrite = WriteRequest & { [SIDE]: HandleSide; buffer: Buffer | null; bytes: number };
-type OwnedShutdown = ShutdownRequest & { [SIDE]: HandleSide };
 type OwnedConnect = ConnectRequest & { [SIDE]: HandleSide };
 
 let bindings: HandleBindings;
@@ -74,10 +81,13 @@ export class HandleSide implements Side {
     this.relay = relay;
   }
 
-  /** Sets the handle up to read into the thread's buffer (not reading yet). */
-  prepare(): void {
+  /**
+   * Sets the handle up to read into the thread's buffer (not reading yet), with Nagle's
+   * algorithm off unless the socket already has it off.
+   */
+  prepare(noDelayInherited: boolean): void {
     const handle = this.handle;
-    handle.setNoDelay(true);
+    if (!noDelayInherited) handle.setNoDelay(true);
     handle.onread = onRead;
     handle.useUserBuffer(sharedReadBuffer());
   }
@@ -126,16 +136,19 @@ export class HandleSide implements Side {
     if (this.writableLength === 0) this.shutdown();
   }
 
+  /** Closes the handle and tells the connection at once (see the top of this file). */
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
-    this.handle.close(onClosed);
+    this.handle.close();
+    this.closed();
   }
 
   resetAndDestroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
-    if (this.handle.reset(onClosed) !== 0) this.handle.close(onClosed);
+    if (this.handle.reset() !== 0) this.handle.close();
+    this.closed();
   }
 
   pause(): void {
@@ -162,8 +175,9 @@ export class HandleSide implements Side {
       let more: boolean;
       if (own === null) {
         more = this.relay.forward(nread);
-        // Bytes read before the relay is attached are held, not written: no chunk then.
-        if (nread === FULL_READ && this.relay.attached) next = this.own = takeChunk();
+        // Bytes read before the relay is attached are held, not written: no chunk then
+        // (nor once the read ended the connection: a PROXY header found malformed).
+        if (nread === FULL_READ && this.relay.attached && !this.destroyed) next = this.own = takeChunk();
       } else {
         more = this.relay.forwardChunkRead(own, nread);
         // A chunk still being written is the relay's to recycle; else it can be read into again.
@@ -204,35 +218,22 @@ export class HandleSide implements Side {
     }
   }
 
-  shutdownDone(): void {
-    // A failed shutdown (the peer already gone) ends our direction all the same.
-    this.writeFinished = true;
-    this.closeIfDone();
-  }
-
   connected(status: number): void {
     if (status < 0) {
       this.fail(status);
       return;
     }
-    this.prepare();
+    this.prepare(false);
     this.resume();
     this.conn.backendConnected(this);
-  }
-
-  closed(): void {
-    // libuv reads into it no more (and no write refers to it): it can serve another connection.
-    if (this.own !== null) release(this.own);
-    this.own = null;
-    if (this.isClient) this.conn.clientClosed();
-    else this.conn.backendClosed(this);
   }
 
   /** An error from libuv: the handle is closed and the connection told. */
   fail(status: number): void {
     if (this.destroyed) return;
     this.destroyed = true;
-    this.handle.close(onClosed);
+    this.handle.close();
+    this.dropOwnChunk();
     const code = errorCode(status);
     if (this.isClient) this.conn.clientFailed();
     else this.conn.backendFailed(this, code, socketErrorReason({ code } as NodeJS.ErrnoException));
@@ -243,17 +244,32 @@ export class HandleSide implements Side {
     process.nextTick(failSide, this, status);
   }
 
+  /**
+   * Sends the FIN; called once every write is done. An error (the peer already gone)
+   * ends our direction all the same.
+   */
   private shutdown(): void {
-    const req = bindings.newShutdownRequest() as OwnedShutdown;
-    req.oncomplete = onShutdownDone;
-    req[SIDE] = this;
-    const err = this.handle.shutdown(req);
-    if (err !== 0) this.shutdownDone();
+    this.handle.shutdown(bindings.newShutdownRequest());
+    this.writeFinished = true;
+    this.closeIfDone();
   }
 
   /** Both directions done: close, as a net.Socket would by itself. */
   private closeIfDone(): void {
     if (this.readableEnded && this.writeFinished) this.destroy();
+  }
+
+  /** The handle is closed. */
+  private closed(): void {
+    this.dropOwnChunk();
+    if (this.isClient) this.conn.clientClosed();
+    else this.conn.backendClosed(this);
+  }
+
+  /** libuv reads into this side's chunk no more: another connection may. */
+  private dropOwnChunk(): void {
+    if (this.own !== null) release(this.own);
+    this.own = null;
   }
 
   /** Starts connecting a handle to `host`:`port` (an IP literal). */
@@ -278,16 +294,8 @@ function onWriteDone(this: WriteRequest, status: number): void {
   req[SIDE].writeDone(req, status);
 }
 
-function onShutdownDone(this: ShutdownRequest): void {
-  (this as OwnedShutdown)[SIDE].shutdownDone();
-}
-
 function onConnected(this: ConnectRequest, status: number): void {
   (this as OwnedConnect)[SIDE].connected(status);
-}
-
-function onClosed(this: TcpHandle): void {
-  (this as OwnedHandle)[SIDE].closed();
 }
 
 function failSide(side: HandleSide, status: number): void {
@@ -301,10 +309,14 @@ export const handlePath = {
     bindings = b;
   },
 
-  /** The client side of an accepted handle, reading into `upstream` once resumed. */
-  adoptClient(handle: TcpHandle, conn: Connection, upstream: Relay): HandleSide {
+  /**
+   * The client side of an accepted handle, reading into `upstream` once resumed.
+   * `noDelayInherited`: the listener had TCP_NODELAY set and the kernel copies it to
+   * every socket it accepts (handleListener), so it need not be set again.
+   */
+  adoptClient(handle: TcpHandle, conn: Connection, upstream: Relay, noDelayInherited: boolean): HandleSide {
     const side = new HandleSide(handle, conn, true, upstream);
-    side.prepare();
+    side.prepare(noDelayInherited);
     return side;
   },
 

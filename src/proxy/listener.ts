@@ -60,9 +60,15 @@ const LISTENER_SINK = Symbol("gobalancer.listener");
 type OwnedServer = ServerHandle & { [LISTENER_SINK]: AcceptSink };
 
 /**
+ * Linux copies TCP_NODELAY from a listening socket to every socket it accepts: set once
+ * on the listener, it saves a setsockopt(2) per connection. Elsewhere it is set per socket.
+ */
+export const NODELAY_INHERITED = process.platform === "linux";
+
+/**
  * A listener on a bare libuv handle (data_path: handles), as net.Server sets one up:
  * an address-less listen tries the IPv6 wildcard (dual stack) and then IPv4's; a host
- * name is looked up first.
+ * name is looked up first. Accepted sockets have Nagle's algorithm off (NODELAY_INHERITED).
  */
 export function handleListener(bindings: HandleBindings, addr: HostPort, reusePort: boolean, sink: AcceptSink): Listener {
   let handle: OwnedServer | null = null;
@@ -70,6 +76,7 @@ export function handleListener(bindings: HandleBindings, addr: HostPort, reusePo
   const bindAndListen = (ip: string, family: number): number => {
     const h = bindings.newServer() as OwnedServer;
     let err = family === 6 ? h.bind6(ip, addr.port, flags) : h.bind(ip, addr.port, flags);
+    if (err === 0 && NODELAY_INHERITED) err = h.setNoDelay(true);
     // libuv reports some bind errors (EADDRINUSE) only when listening.
     if (err === 0) err = h.listen(BACKLOG);
     if (err !== 0) {

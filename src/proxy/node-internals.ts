@@ -13,13 +13,15 @@
  *   `TCP` (constructor with `constants.SOCKET`): `connect`/`connect6(req, ip, port)`,
  *     `readStart`, `readStop`, `useUserBuffer(buffer)` (reads land in our buffer),
  *     `onread` (called per read, `this` = the handle), `writeBuffer(req, buffer)`,
- *     `shutdown(req)`, `close(cb)`, `reset(cb)` (close with RST), `setNoDelay`,
+ *     `shutdown(req)`, `close()`, `reset()` (close with RST; both without the optional
+ *     callback, so that nothing calls back when libuv is done), `setNoDelay`,
  *     `getpeername(out)`, `getsockname(out)` (the address a PROXY header sent on names);
  *   the same with `constants.SERVER` for listeners: `bind`/`bind6(ip, port, flags)`
- *     (`constants.UV_TCP_REUSEPORT`), `listen(backlog)`, `onconnection(status, handle)`,
+ *     (`constants.UV_TCP_REUSEPORT`), `setNoDelay`, `listen(backlog)`, `onconnection(status, handle)`,
  *     `getsockname(out)`;
  *   `TCPConnectWrap`, `WriteWrap`, `ShutdownWrap`: request objects whose `oncomplete`
- *     libuv calls when a connect, an asynchronous write or a shutdown is done;
+ *     libuv calls when a connect or an asynchronous write is done (a shutdown request is
+ *     made without one: Node calls back only when it is set);
  *   `streamBaseState` with `kReadBytesOrError` (a read's byte count or error) and
  *     `kLastWriteWasAsync` (whether the write just made is still pending);
  *   `UV_EOF` from `process.binding("uv")`.
@@ -85,8 +87,9 @@ export interface TcpHandle {
   useUserBuffer(buffer: Buffer): void;
   writeBuffer(req: WriteRequest, data: Buffer): number;
   shutdown(req: ShutdownRequest): number;
-  close(onClose: (this: TcpHandle) => void): void;
-  reset(onClose: (this: TcpHandle) => void): number;
+  /** Closes; a callback given is called once libuv is done (the data path gives none). */
+  close(onClose?: (this: TcpHandle) => void): void;
+  reset(onClose?: (this: TcpHandle) => void): number;
   connect(req: ConnectRequest, ip: string, port: number): number;
   connect6(req: ConnectRequest, ip: string, port: number): number;
   setNoDelay(on: boolean): number;
@@ -110,6 +113,8 @@ export interface ServerHandle {
   onconnection: ((this: ServerHandle, status: number, handle: TcpHandle | undefined) => void) | null;
   bind(ip: string, port: number, flags: number): number;
   bind6(ip: string, port: number, flags: number): number;
+  /** TCP_NODELAY on the listening socket (accepted sockets inherit it on Linux). */
+  setNoDelay(on: boolean): number;
   listen(backlog: number): number;
   getsockname(out: PeerName & { family?: string }): number;
   close(onClose?: () => void): void;

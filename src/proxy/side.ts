@@ -11,9 +11,12 @@ export interface Side {
   write(data: Buffer): boolean;
   /** Sends a FIN once the queued bytes are out (shutdown(2)). */
   end(): void;
-  /** Closes at once, dropping what is queued; 'close' follows. */
+  /**
+   * Closes at once, dropping what is queued; the connection hears of it (clientClosed,
+   * backendClosed) at once on a libuv handle, on 'close' for a net.Socket.
+   */
   destroy(): void;
-  /** Closes with a RST (SO_LINGER 0); 'close' follows. */
+  /** Closes with a RST (SO_LINGER 0), as destroy() otherwise. */
   resetAndDestroy(): void;
   /** Stops and starts reading. */
   pause(): void;
