@@ -217,7 +217,7 @@ GoBalancer's median by the best peer's (highest throughput, lowest latency and m
 above 1 is better for throughput and below 1 is better for latency and memory.
 
 Options: \`ROUNDS\` (default 5), \`DURATION\` seconds per run (4), \`CONNECTIONS\` (50),
-\`IDLE\` (10000), \`PATHS\` (a comma-separated subset of ${paths.map((p) => p.id).join(", ")}),
+\`IDLE\` (10000), \`PATHS\` (a comma-separated subset of ${run.pathIds.join(", ")}),
 \`QUICK=1\` (one round of 1 s runs and 1,000 idle connections, this file left alone) and
 \`DOCS=0\` (print only). Everything it starts is stopped when it ends or is interrupted.
 It is not part of \`make test\`.
