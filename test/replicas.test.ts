@@ -25,20 +25,28 @@ async function within(ms: number, what: string, check: () => Promise<boolean>): 
   return performance.now() - started;
 }
 
-describe("replicas on one etcd member", () => {
-  let etcd: EtcdCluster;
-  let a: BalancerProcess;
-  let b: BalancerProcess;
+/**
+ * Two replicas (with `config` on top of startReplica's) on a fresh etcd of `members`
+ * members, started before the suite's tests and stopped after them.
+ */
+function twoReplicas(members: 1 | 3, config: Record<string, unknown> = {}): { etcd: EtcdCluster; a: BalancerProcess; b: BalancerProcess } {
+  const fixture = {} as { etcd: EtcdCluster; a: BalancerProcess; b: BalancerProcess };
   before(async () => {
-    etcd = await EtcdCluster.start(1);
-    [a, b] = await Promise.all([startReplica(etcd.endpoints), startReplica(etcd.endpoints)]);
+    fixture.etcd = await EtcdCluster.start(members);
+    [fixture.a, fixture.b] = await Promise.all([startReplica(fixture.etcd.endpoints, config), startReplica(fixture.etcd.endpoints, config)]);
   });
   after(async () => {
-    await Promise.all([a?.stop(), b?.stop()]);
-    await etcd?.stop();
+    await Promise.all([fixture.a?.stop(), fixture.b?.stop()]);
+    await fixture.etcd?.stop();
   });
+  return fixture;
+}
+
+describe("replicas on one etcd member", () => {
+  const r = twoReplicas(1);
 
   it("a change through one replica routes the other's next connection within a second", async () => {
+    const { a, b } = r;
     const one = await startNamedBackend("one");
     const two = await startNamedBackend("two");
 
@@ -81,6 +89,7 @@ describe("replicas on one etcd member", () => {
   });
 
   it("the same address posted to both at once: exactly one 201, the other 409", async () => {
+    const { a, b } = r;
     for (let i = 0; i < 20; i++) {
       const address = `127.0.0.3:${2000 + i}`;
       const answers = await Promise.all([a, b].map((lb) => call(lb, "POST", "/backends", { address, weight: i + 1 })));
@@ -120,19 +129,10 @@ async function etcdRegistry(endpoints: readonly string[]): Promise<string[]> {
 }
 
 describe("replicas on a three-member etcd cluster", () => {
-  let etcd: EtcdCluster;
-  let a: BalancerProcess;
-  let b: BalancerProcess;
-  before(async () => {
-    etcd = await EtcdCluster.start(3);
-    [a, b] = await Promise.all([startReplica(etcd.endpoints), startReplica(etcd.endpoints)]);
-  });
-  after(async () => {
-    await Promise.all([a?.stop(), b?.stop()]);
-    await etcd?.stop();
-  });
+  const r = twoReplicas(3);
 
   it("200 concurrent writes while the leader is killed and restarted: every acknowledged write is kept, nothing refused is", { timeout: 60_000 }, async (t) => {
+    const { etcd, a, b } = r;
     const existing = Array.from({ length: 80 }, (_, i) => `127.0.0.4:${1000 + i}`);
     for (let i = 0; i < existing.length; i += 20) {
       const batch = existing.slice(i, i + 20).map((address) => call(a, "POST", "/backends", { address }));
@@ -195,19 +195,10 @@ describe("replicas on a three-member etcd cluster", () => {
 });
 
 describe("replicas while etcd is away", () => {
-  let etcd: EtcdCluster;
-  let a: BalancerProcess;
-  let b: BalancerProcess;
-  before(async () => {
-    etcd = await EtcdCluster.start(1);
-    [a, b] = await Promise.all([startReplica(etcd.endpoints), startReplica(etcd.endpoints)]);
-  });
-  after(async () => {
-    await Promise.all([a?.stop(), b?.stop()]);
-    await etcd?.stop();
-  });
+  const r = twoReplicas(1);
 
   it("both keep serving and refuse writes with 503 naming the store; back, both resync to what etcd holds, changes made there meanwhile included", { timeout: 60_000 }, async () => {
+    const { etcd, a, b } = r;
     const x = await startNamedBackend("x");
     const y = await startNamedBackend("y");
     assert.equal((await call(a, "POST", "/backends", { address: x.address })).status, 201);
@@ -264,19 +255,10 @@ describe("replicas while etcd is away", () => {
 });
 
 describe("ip_hash across replicas", () => {
-  let etcd: EtcdCluster;
-  let a: BalancerProcess;
-  let b: BalancerProcess;
-  before(async () => {
-    etcd = await EtcdCluster.start(1);
-    [a, b] = await Promise.all([startReplica(etcd.endpoints, { algorithm: "ip_hash" }), startReplica(etcd.endpoints, { algorithm: "ip_hash" })]);
-  });
-  after(async () => {
-    await Promise.all([a?.stop(), b?.stop()]);
-    await etcd?.stop();
-  });
+  const r = twoReplicas(1, { algorithm: "ip_hash" });
 
   it("both replicas make the same pick for every client address", { timeout: 60_000 }, async () => {
+    const { a, b } = r;
     const names = ["b1", "b2", "b3", "b4", "b5"];
     const servers = await Promise.all(names.map((n) => startNamedBackend(n)));
     // Added through both replicas in opposite orders, so each learned them in another order.

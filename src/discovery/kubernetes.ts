@@ -116,21 +116,17 @@ export class KubernetesSource implements DiscoverySource {
     await this.watch.stop();
   }
 
-  private get stopped(): boolean {
-    return this.watch.stopped;
-  }
-
   private async run(firstAttempt: () => void): Promise<void> {
     let resourceVersion = ""; // "" = we must list
     let failures = 0;
     let justListed = false;
-    while (!this.stopped) {
+    while (!this.watch.stopped) {
       if (resourceVersion === "") {
         try {
           resourceVersion = await this.list();
           justListed = true;
         } catch (err) {
-          if (this.stopped) break;
+          if (this.watch.stopped) break;
           const delay = backoffDelay(this.backoff, ++failures);
           this.log.warn({ err: errorText(err), attempt: failures, retry_in_ms: delay }, "kubernetes list failed");
           firstAttempt();
@@ -142,7 +138,7 @@ export class KubernetesSource implements DiscoverySource {
       const fromList = justListed;
       justListed = false;
       const end = await this.watchOnce(resourceVersion);
-      if (this.stopped) break;
+      if (this.watch.stopped) break;
       resourceVersion = end.resourceVersion;
       // A watch that worked for a while proves the connection good: the next retry is quick.
       const healthy = end.connected && (end.events > 0 || end.durationMs >= 1000);
@@ -182,7 +178,7 @@ export class KubernetesSource implements DiscoverySource {
         { namespace: this.opts.namespace, labelSelector: `${SERVICE_LABEL}=${this.opts.service}` },
         withSignal(signal),
       );
-      if (this.stopped) return "";
+      if (this.watch.stopped) return "";
       this.slices.clear();
       for (const item of list.items) {
         const facts = sliceFacts(item);
@@ -221,7 +217,7 @@ export class KubernetesSource implements DiscoverySource {
         // Watch reports its own inactivity abort as TimeoutError: a quiet but healthy
         // stream (client-node aborts after 30s without a byte), resumed like a clean end.
         const timedOut = err instanceof Error && err.name === "TimeoutError" && connected;
-        const error = expired || timedOut || this.stopped ? undefined : err ? errorText(err) : eventError;
+        const error = expired || timedOut || this.watch.stopped ? undefined : err ? errorText(err) : eventError;
         resolve({ resourceVersion: latest, expired, connected, events, error, durationMs: Date.now() - started });
       };
       const onStop = () => {
@@ -231,7 +227,7 @@ export class KubernetesSource implements DiscoverySource {
       if (lifetime.aborted) return onStop();
       lifetime.addEventListener("abort", onStop, { once: true });
       const onEvent = (type: string, obj: unknown) => {
-        if (ended || this.stopped) return;
+        if (ended || this.watch.stopped) return;
         const rv = resourceVersionOf(obj);
         switch (type) {
           case "ADDED":
@@ -272,7 +268,7 @@ export class KubernetesSource implements DiscoverySource {
       watch.watch(`/apis/discovery.k8s.io/v1/namespaces/${encodeURIComponent(this.opts.namespace)}/endpointslices`, query, onEvent, done).then(
         (c) => {
           controller = c;
-          if (ended || this.stopped) c.abort();
+          if (ended || this.watch.stopped) c.abort();
           else connected = true;
         },
         (err: unknown) => done(err ?? new Error("watch failed")),
@@ -286,7 +282,7 @@ export class KubernetesSource implements DiscoverySource {
     this.applyQueued = true;
     queueMicrotask(() => {
       this.applyQueued = false;
-      if (!this.stopped) this.applyNow();
+      if (!this.watch.stopped) this.applyNow();
     });
   }
 

@@ -61,12 +61,15 @@ export class BackendChooser {
     if (this.queue.size > 0) this.queue.roomFreed();
   }
 
-  /** A reload changed the algorithm: a new picker over the current snapshot. */
+  /**
+   * A reload changed the algorithm: a picker for it over the current snapshot (the old
+   * picker is reused only where it is of the new algorithm's kind, see balance/registry.ts).
+   */
   setAlgorithm(algorithm: Algorithm): void {
     if (algorithm === this.algorithm) return;
     this.algorithm = algorithm;
-    this.picker = createPicker(algorithm, [], this.context);
     if (this.snapshot !== null) this.setSnapshot(this.snapshot);
+    else this.picker = createPicker(algorithm, [], this.context);
   }
 
   /**

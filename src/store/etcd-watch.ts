@@ -59,19 +59,15 @@ export class EtcdFollower {
     await this.watch.stop();
   }
 
-  private get stopped(): boolean {
-    return this.watch.stopped;
-  }
-
   private async run(firstAttempt: () => void): Promise<void> {
     let failures = 0;
     let outageSince: number | undefined;
-    while (!this.stopped) {
+    while (!this.watch.stopped) {
       let revision: number;
       try {
         revision = await this.list();
       } catch (err) {
-        if (this.stopped) break;
+        if (this.watch.stopped) break;
         const delay = backoffDelay(this.opts.backoff, ++failures);
         const fields = { store: "etcd", err: etcdErrorText(err), attempt: failures, retry_in_ms: delay };
         if (outageSince === undefined) {
@@ -90,7 +86,7 @@ export class EtcdFollower {
         outageSince = undefined;
       }
       const end = await this.watchFrom(revision + 1);
-      if (this.stopped) break;
+      if (this.watch.stopped) break;
       // A watch that worked for a while proves the connection good: list again at once.
       const healthy = end.events > 0 || end.durationMs >= 1000;
       if (healthy) failures = 0;
@@ -106,7 +102,7 @@ export class EtcdFollower {
   /** Lists the prefix into the mirror; returns the revision the list was taken at. */
   private async list(): Promise<number> {
     const res = await this.opts.client.getAll().prefix(this.opts.prefix).exec();
-    if (this.stopped) return 0;
+    if (this.watch.stopped) return 0;
     const revision = Number(res.header.revision);
     this.opts.mirror.reset(res.kvs.map((kv) => this.mirrored(kv)), revision);
     this.opts.changed();
