@@ -27,8 +27,8 @@ import { socketErrorReason } from "./socket-errors.ts";
  * Only what the data path must wait for calls back into JavaScript: reads, a connect,
  * a write the kernel did not take at once. A shutdown and a close are left to libuv
  * without a callback (Node calls none when the request has no `oncomplete` or the
- * handle no close callback), which saves two or three calls into JavaScript per
- * connection: the shutdown is requested only once every write is done, so our direction
+ * handle no close callback), which saves a call into JavaScript per close and per
+ * shutdown: the shutdown is requested only once every write is done, so our direction
  * is finished as soon as it is asked for (a close that overtakes it sends the same FIN);
  * and a closed side tells its connection at once, since libuv reads into its buffer no
  * more and cancels its pending writes (whose buffers their requests hold till then).
