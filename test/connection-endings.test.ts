@@ -24,10 +24,12 @@ class Ending {
   fin = false;
   rst = false;
   closedAt = 0;
+  /** Bytes read so far. */
+  received = 0;
   readonly socket: net.Socket;
   constructor(socket: net.Socket) {
     this.socket = socket;
-    socket.resume(); // read to the end, or no FIN is ever seen
+    socket.on("data", (d: Buffer) => (this.received += d.length)); // read to the end, or no FIN is ever seen
     socket.on("end", () => {
       this.fin = true;
       socket.end(); // like most peers: done once the other side is
@@ -293,9 +295,15 @@ for (const workers of [1, 2]) {
     it("shutdown deadline: closes what is still open, counted under shutdown", async () => {
       const tracked = await trackedBackend();
       const lb = await balancerFor(workers, [tracked.server.address], { timeouts: { connect: "1s", idle: "0s", shutdown: "300ms" } });
+      await settle(200); // the first health probes are done
+      const before = tracked.endings.length;
       const client = await openClient(lb.port);
       const clientPort = client.socket.localPort!;
-      const b = await waitFor(() => tracked.endings[0], 2000, "the backend connection");
+      // Proxied end to end (the echo comes back), not only in the listener's backlog,
+      // where a connection is reset when the listener closes.
+      client.socket.write("x");
+      await waitFor(() => client.received === 1, 2000, "the echo through the balancer");
+      const b = tracked.endings[before]!;
       lb.signal("SIGTERM");
       const signalled = at();
       await waitFor(() => client.closed && b.closed, 1300, "both sockets to close at the deadline");
