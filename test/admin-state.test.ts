@@ -34,7 +34,11 @@ describe("admin state", () => {
       const [a, b] = await Promise.all([startEchoBackend(), startEchoBackend()]);
       const lb = await startBalancer({ workers, discovery: { type: "static", backends: [{ address: a.address }, { address: b.address }] } });
       const open = await connect(lb.port); // round robin: the first connection goes to a
-      await waitFor(() => a.open() === 1, 2000, "a connection open on a");
+      // Proxied end to end (an echo), not merely matched by a start-up health probe.
+      await new Promise((resolve) => {
+        open.once("data", resolve);
+        open.write("x");
+      });
 
       const drained = await put(lb, a.address, { state: "drain" });
       assert.equal(drained.status, 200);

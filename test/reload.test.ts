@@ -74,7 +74,11 @@ describe("reload", () => {
       const [old, b, c] = await Promise.all([startEchoBackend(), startNamedBackend("b"), startNamedBackend("c")]);
       const lb = await startBalancer({ workers, ...staticOf(old) });
       const open = await connect(lb.port);
-      await waitFor(() => old.open() === 1, 2000, "the connection to the old backend");
+      // Proxied end to end (an echo), not merely matched by a start-up health probe.
+      await new Promise((resolve) => {
+        open.once("data", resolve);
+        open.write("x");
+      });
 
       rewrite(lb, { workers, algorithm: "weighted", ...staticOf({ address: b.address, weight: 3 }, { address: c.address, weight: 1 }) });
       await sighup(lb);
