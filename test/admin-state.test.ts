@@ -2,7 +2,7 @@
 // the API, as users of HAProxy's "set server state" would use them.
 import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
-import { cleanup, connect, request, startBalancer, startEchoBackend, tempDir, waitFor, type BalancerProcess } from "./harness.ts";
+import { cleanup, connect, request, roundTrip, startBalancer, startEchoBackend, tempDir, waitFor, type BalancerProcess } from "./harness.ts";
 
 afterEach(cleanup);
 
@@ -34,11 +34,7 @@ describe("admin state", () => {
       const [a, b] = await Promise.all([startEchoBackend(), startEchoBackend()]);
       const lb = await startBalancer({ workers, discovery: { type: "static", backends: [{ address: a.address }, { address: b.address }] } });
       const open = await connect(lb.port); // round robin: the first connection goes to a
-      // Proxied end to end (an echo), not merely matched by a start-up health probe.
-      await new Promise((resolve) => {
-        open.once("data", resolve);
-        open.write("x");
-      });
+      await roundTrip(open);
 
       const drained = await put(lb, a.address, { state: "drain" });
       assert.equal(drained.status, 200);
@@ -49,9 +45,7 @@ describe("admin state", () => {
       assert.equal((await total(b)) - bBefore, 4, "every new connection went to b");
       assert.equal(await total(a), 1, "none to the drained backend");
       // The open connection to a still works.
-      const echoed = new Promise<string>((resolve) => open.once("data", (d: Buffer) => resolve(d.toString())));
-      open.write("still here");
-      assert.equal(await echoed, "still here");
+      assert.equal(await roundTrip(open, "still here"), "still here");
       open.destroy();
 
       const ready = await put(lb, a.address, { state: "ready" });

@@ -13,6 +13,7 @@ import {
   cleanup,
   connect,
   request,
+  roundTrip,
   runCli,
   startBalancer,
   startEchoBackend,
@@ -612,10 +613,9 @@ describe("REST API during graceful shutdown", () => {
     const lb = await startBalancer({ ...staticOf(echo), timeouts: { shutdown: "10s" } });
     const open = await connect(lb.port);
     open.on("error", () => {});
-    // Proxied end to end (the echo comes back): a connection still in the listener's
-    // backlog would be reset when the listener closes, leaving nothing to drain.
-    open.write("x");
-    await new Promise((r) => open.once("data", r));
+    // A connection still in the listener's backlog would be reset when the listener
+    // closes, leaving nothing to drain.
+    await roundTrip(open);
     lb.signal("SIGTERM");
     await lb.waitForLog((l) => l.msg === "shutting down: draining connections");
     assert.deepEqual((await call(lb, "GET", "/health")).body, { status: "draining" });

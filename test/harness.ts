@@ -314,6 +314,18 @@ export function connect(port: number, host = "127.0.0.1", allowHalfOpen = false)
   });
 }
 
+/**
+ * Writes `text` on `socket` and resolves with the first bytes that come back: through an
+ * echo backend, proof that the connection is proxied end to end (not merely accepted by
+ * the kernel, nor stood in for by a health probe's connection).
+ */
+export function roundTrip(socket: net.Socket, text = "x"): Promise<string> {
+  return new Promise((resolve) => {
+    socket.once("data", (d: Buffer) => resolve(d.toString()));
+    socket.write(text);
+  });
+}
+
 // ---- cleanup -------------------------------------------------------------------------
 
 const cleanups: Array<() => Promise<void>> = [];

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { afterEach, describe, it } from "node:test";
-import { cleanup, connect, refusedPort, request, startBalancer, startServer, waitFor, type BalancerProcess, type LogLine } from "./harness.ts";
+import { cleanup, connect, refusedPort, request, roundTrip, startBalancer, startServer, waitFor, type BalancerProcess, type LogLine } from "./harness.ts";
 
 // ---- backends that are real processes, so they can be killed and started again --------
 
@@ -314,8 +314,7 @@ describe("health checking", () => {
     await waitFor(() => echo.accepted() >= 3, 5000, "probes");
     // A client connection keeps the process up, draining, after SIGTERM.
     const client = await connect(lb.port);
-    client.write("x");
-    await new Promise((r) => client.once("data", r));
+    await roundTrip(client);
     lb.signal("SIGTERM");
     await lb.waitForLog((l) => l.msg === "shutting down: draining connections");
     await new Promise((r) => setTimeout(r, 100)); // a probe already connecting may still land

@@ -9,6 +9,7 @@ import {
   echoTransfer,
   refusedPort,
   request,
+  roundTrip,
   startBalancer,
   startEchoBackend,
   startNamedBackend,
@@ -79,8 +80,7 @@ describe("proxying", () => {
     const lb = await startBalancer({ ...backendsOf(echo), timeouts: { idle: "300ms" } });
     const socket = await connect(lb.port);
     const started = Date.now();
-    socket.write("ping");
-    await new Promise((r) => socket.once("data", r));
+    await roundTrip(socket, "ping");
     await new Promise((r) => socket.once("close", r));
     const elapsed = Date.now() - started;
     assert.ok(elapsed >= 250 && elapsed < 2000, `closed after ${elapsed}ms`);
@@ -129,8 +129,7 @@ describe("proxying", () => {
     socket.once("close", () => (closedAt = Date.now()));
     // A byte every 100 ms for 1.2 s: four idle timeouts' worth, never 300 ms quiet.
     for (let i = 0; i < 12; i++) {
-      socket.write("x");
-      await new Promise((r) => socket.once("data", r));
+      await roundTrip(socket);
       await new Promise((r) => setTimeout(r, 100));
     }
     assert.equal(closedAt, 0, "closed while traffic was flowing");
@@ -177,10 +176,7 @@ describe("proxying", () => {
     const echo = await startEchoBackend();
     const lb = await startBalancer({ ...backendsOf(echo), max_connections: 2 });
     const held = [await connect(lb.port), await connect(lb.port)];
-    for (const s of held) {
-      s.write("x");
-      await new Promise((r) => s.once("data", r));
-    }
+    for (const s of held) await roundTrip(s);
     // Refused at once: closed or reset, whichever reaches the client first.
     const outcome = await request(lb.port, "refused?").catch((e: NodeJS.ErrnoException) => e.code);
     assert.ok(outcome === "" || outcome === "ECONNRESET", `refused client got ${outcome}`);

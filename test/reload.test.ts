@@ -11,6 +11,7 @@ import {
   connect,
   echoTransfer,
   request,
+  roundTrip,
   startBalancer,
   startEchoBackend,
   startNamedBackend,
@@ -74,11 +75,7 @@ describe("reload", () => {
       const [old, b, c] = await Promise.all([startEchoBackend(), startNamedBackend("b"), startNamedBackend("c")]);
       const lb = await startBalancer({ workers, ...staticOf(old) });
       const open = await connect(lb.port);
-      // Proxied end to end (an echo), not merely matched by a start-up health probe.
-      await new Promise((resolve) => {
-        open.once("data", resolve);
-        open.write("x");
-      });
+      await roundTrip(open);
 
       rewrite(lb, { workers, algorithm: "weighted", ...staticOf({ address: b.address, weight: 3 }, { address: c.address, weight: 1 }) });
       await sighup(lb);
@@ -92,9 +89,7 @@ describe("reload", () => {
       if (workers === 1) assert.deepEqual(seen, ["b", "b", "c", "b", "b", "b", "c", "b"]);
       else assert.ok(seen.every((x) => x === "b" || x === "c") && seen.filter((x) => x === "c").length >= 1 && seen.filter((x) => x === "b").length >= 5, seen.join(""));
       // Its open connection goes on.
-      const echoed = new Promise<string>((resolve) => open.once("data", (d: Buffer) => resolve(d.toString())));
-      open.write("still here");
-      assert.equal(await echoed, "still here");
+      assert.equal(await roundTrip(open, "still here"), "still here");
       open.destroy();
       const listed = (await (await fetch(`${lb.api}/backends`)).json()) as Array<{ address: string }>;
       assert.deepEqual(listed.map((x) => x.address).sort(), [b.address, c.address].sort());

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { afterEach, describe, it } from "node:test";
-import { cleanup, connect, refusedPort, request, startBalancer, startEchoBackend, startNamedBackend, startServer, waitFor } from "./harness.ts";
+import { cleanup, connect, refusedPort, request, roundTrip, startBalancer, startEchoBackend, startNamedBackend, startServer, waitFor } from "./harness.ts";
 
 afterEach(cleanup);
 
@@ -65,8 +65,7 @@ describe("workers: 2", () => {
     const held = [];
     for (let i = 0; i < 4; i++) {
       const s = await connect(lb.port);
-      s.write("x");
-      await new Promise((r) => s.once("data", r));
+      await roundTrip(s);
       held.push(s);
     }
     for (let i = 0; i < 6; i++) {
