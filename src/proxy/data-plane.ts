@@ -12,7 +12,7 @@ import { Deadlines } from "./deadlines.ts";
 import { IDLE_SWEEPS, OpenConnections } from "./open-connections.ts";
 import { ProxyHeaders, unmapped } from "./proxy-headers.ts";
 import { handlePath } from "./handle-side.ts";
-import { handleListener, NODELAY_INHERITED, serverListener, type AcceptSink, type Listener } from "./listener.ts";
+import { handleListener, serverListener, type AcceptSink, type Listener } from "./listener.ts";
 import { acceptedTcp, loadHandleBindings, socketForHandle, type AcceptedHandle, type HandleBindings } from "./node-internals.ts";
 import { Relay } from "./relay.ts";
 import { socketPath } from "./socket-path.ts";
@@ -280,7 +280,7 @@ export class DataPlane {
     const upstream = new Relay();
     if (this.opts.dataPath === "handles") {
       const conn = new Connection(this.host, upstream, new Relay());
-      const client = handlePath.adoptClient(acceptedTcp(handle), conn, upstream, NODELAY_INHERITED);
+      const client = handlePath.adoptClient(acceptedTcp(handle), conn, upstream);
       conn.client = client;
       if (this.wantsClientAddress) {
         const peer = client.peer();

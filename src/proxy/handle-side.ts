@@ -2,6 +2,7 @@ import dns from "node:dns";
 import net from "node:net";
 import type { BackendView } from "../pool/pool.ts";
 import type { Connection } from "./connection.ts";
+import { NODELAY_INHERITED } from "./listener.ts";
 import {
   errorCode,
   type ConnectRequest,
@@ -310,13 +311,12 @@ export const handlePath = {
   },
 
   /**
-   * The client side of an accepted handle, reading into `upstream` once resumed.
-   * `noDelayInherited`: the listener had TCP_NODELAY set and the kernel copies it to
-   * every socket it accepts (handleListener), so it need not be set again.
+   * The client side of an accepted handle, reading into `upstream` once resumed. Where
+   * the listener's TCP_NODELAY is inherited (handleListener), it is not set again.
    */
-  adoptClient(handle: TcpHandle, conn: Connection, upstream: Relay, noDelayInherited: boolean): HandleSide {
+  adoptClient(handle: TcpHandle, conn: Connection, upstream: Relay): HandleSide {
     const side = new HandleSide(handle, conn, true, upstream);
-    side.prepare(noDelayInherited);
+    side.prepare(NODELAY_INHERITED);
     return side;
   },
 
