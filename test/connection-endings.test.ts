@@ -245,7 +245,8 @@ const rows: Row[] = [
     backend: "none",
     extra: { max_connections: 1 },
     lb: async (lb) => {
-      await openClient(lb.port); // holds the only place
+      const holder = await openClient(lb.port); // holds the only place
+      await roundTrip(holder.socket); // its backend connection made, before the count of them is taken
       await waitFor(async () => (await apiGet<Array<{ active_connections: number }>>(lb, "/backends"))[0]!.active_connections === 1, 3000);
     },
     act: async () => at(),
