@@ -1,5 +1,6 @@
 // End-to-end: /metrics, read by a Prometheus text-format parser, after known traffic.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import net from "node:net";
 import { afterEach, describe, it } from "node:test";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
@@ -7,6 +8,8 @@ import { cleanup, refusedPort, request, startBalancer, startEchoBackend, startSe
 import { scrape, valueOf, type Scrape } from "./observe.ts";
 
 afterEach(cleanup);
+
+const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
 
 
 /**
@@ -66,7 +69,7 @@ for (const workers of [1, 2]) {
       assert.equal(valueOf(m, "gobalancer_connections_closed_total", { termination: "connect_refused" }), 4);
       // Request and FIN from the client first: client_fin.
       assert.equal(valueOf(m, "gobalancer_connections_closed_total", { termination: "client_fin" }), 8);
-      assert.equal(valueOf(m, "gobalancer_build_info", { node: process.version }), 1);
+      assert.equal(valueOf(m, "gobalancer_build_info", { version: PACKAGE_VERSION, node: process.version }), 1);
       // Histograms recorded by every thread into shared memory: successful dials only.
       for (const backend of [a.address, b.address]) {
         const connect = histogramOf(m, "gobalancer_backend_connect_duration_seconds", { backend });
@@ -77,6 +80,23 @@ for (const workers of [1, 2]) {
       assert.equal(histogramOf(m, "gobalancer_connection_duration_seconds").count, 12);
       assert.ok(m.some((f) => f.name === "process_resident_memory_bytes"), "prom-client's process metrics");
       assert.ok(m.some((f) => f.name === "nodejs_eventloop_lag_seconds"), "prom-client's Node.js metrics");
+      // Each backend's first health probe, made at start-up.
+      const checks = async () => {
+        const now = await scrape(lb);
+        return [a.address, b.address, refused].map((backend) => ["pass", "fail"].map((result) => valueOf(now, "gobalancer_backend_health_checks_total", { backend, result })));
+      };
+      await waitFor(async () => (await checks()).flat().reduce((n, v) => n! + (v ?? 0), 0) === 3, 5000, "three first probes");
+      assert.deepEqual(await checks(), [[1, 0], [1, 0], [0, 1]]);
+    });
+
+    it("counts clients refused for want of a backend", async () => {
+      const lb = await startBalancer({ workers, discovery: { type: "static", backends: [] } });
+      for (let i = 0; i < 3; i++) assert.equal(await request(lb.port, "anyone?").catch(() => ""), "");
+      const m = await scrape(lb);
+      assert.equal(valueOf(m, "gobalancer_connections_accepted_total"), 3);
+      assert.equal(valueOf(m, "gobalancer_connections_refused_total", { reason: "no_backend" }), 3);
+      assert.equal(valueOf(m, "gobalancer_connections_closed_total", { termination: "no_backend" }), 3);
+      assert.equal(valueOf(m, "gobalancer_active_connections"), 0);
     });
   });
 }

@@ -17,6 +17,7 @@ import {
   unansweredPort,
   waitFor,
 } from "./harness.ts";
+import { scrape, valueOf } from "./observe.ts";
 
 afterEach(cleanup);
 
@@ -181,6 +182,9 @@ describe("proxying", () => {
     const outcome = await request(lb.port, "refused?").catch((e: NodeJS.ErrnoException) => e.code);
     assert.ok(outcome === "" || outcome === "ECONNRESET", `refused client got ${outcome}`);
     await lb.waitForLog((l) => /max_connections/.test(l.msg));
+    const m = await scrape(lb);
+    assert.equal(valueOf(m, "gobalancer_connections_refused_total", { reason: "limit" }), 1);
+    assert.equal(valueOf(m, "gobalancer_connections_refused_total", { reason: "descriptors" }), 0);
     held[0]!.destroy();
     await waitFor(async () => (await request(lb.port, "again")) === "again", 3000, "a slot to free up");
   });
@@ -195,6 +199,9 @@ describe("proxying", () => {
       clients.push(s);
     }
     await lb.waitForLog((l) => l.msg === "connection refused: file descriptor limit reached", 5000, "refusal logged");
+    const m = await scrape(lb);
+    assert.ok(valueOf(m, "gobalancer_connections_refused_total", { reason: "descriptors" })! >= 1, "counted as descriptors");
+    assert.equal(valueOf(m, "gobalancer_connections_refused_total", { reason: "limit" }), 0, "not as max_connections");
     for (const s of clients) s.destroy();
     await waitFor(async () => (await request(lb.port, "alive")) === "alive", 10_000, "service after the limit");
     assert.equal(lb.proc.exitCode, null);

@@ -89,6 +89,8 @@ export class DataPlane {
   /** The lower of max_connections and the descriptor ceiling. */
   private connectionCap = Infinity;
   private capReason = "";
+  /** The cause a refusal at connectionCap is counted under: LIMIT, or DESCRIPTORS when the descriptor ceiling is the lower. */
+  private capCause = LIMIT;
   private readonly chooser: BackendChooser;
   private readonly open = new OpenConnections();
   private drained: (() => void) | null = null;
@@ -170,7 +172,9 @@ export class DataPlane {
   private applySettings(settings: PlaneSettings): void {
     const configured = settings.maxConnections > 0 ? settings.maxConnections : Infinity;
     this.connectionCap = Math.min(configured, this.opts.descriptorCap);
-    this.capReason = configured <= this.opts.descriptorCap ? "max_connections reached" : "file descriptor limit reached";
+    const byConfig = configured <= this.opts.descriptorCap;
+    this.capReason = byConfig ? "max_connections reached" : "file descriptor limit reached";
+    this.capCause = byConfig ? LIMIT : DESCRIPTORS;
     this.dials.setTimeout(settings.connectTimeoutMs);
     this.chooser.queue.setTimeout(settings.queueTimeoutMs);
     this.headers.configure(settings.listenProxyProtocol, settings.proxyProtocol);
@@ -321,7 +325,7 @@ export class DataPlane {
     // Atomics.add returns the count before this connection: refusing at or past the cap.
     if (Atomics.add(this.counters.global, GLOBAL_ACTIVE, 1) >= this.connectionCap) {
       this.warn.warn("limit", { limit: this.connectionCap }, `connection refused: ${this.capReason}`);
-      conn.close(LIMIT);
+      conn.close(this.capCause);
       return;
     }
     if (!this.headers.accepting) {
@@ -348,9 +352,9 @@ export class DataPlane {
     Atomics.sub(this.counters.global, GLOBAL_ACTIVE, 1);
     this.counters.ended(conn.cause);
     this.counters.connectionTime((performance.now() - conn.acceptedAt) / 1000);
-    if (conn.cause === DESCRIPTORS) this.warn.warn("emfile", {}, "connection closed: out of file descriptors");
+    if (conn.cause === DESCRIPTORS && conn.attempts > 0) this.warn.warn("emfile", {}, "connection closed: out of file descriptors");
     if (this.accessLog !== null) this.logAccess(this.accessLog, conn);
-    else if (conn.cause !== NO_BACKEND && conn.cause !== LIMIT && this.log.isLevelEnabled("debug")) {
+    else if (conn.cause !== NO_BACKEND && conn.cause !== LIMIT && conn.cause !== DESCRIPTORS && this.log.isLevelEnabled("debug")) {
       this.log.debug({ backend: conn.view?.key, bytes_in: conn.bytesIn, bytes_out: conn.bytesOut, attempts: conn.attempts, termination: TERMINATIONS[conn.cause] }, "connection closed");
     }
     if (this.open.count === 0 && this.drained) this.drained();

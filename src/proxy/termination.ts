@@ -27,11 +27,14 @@ export const TERMINATIONS = [
   "idle_timeout",
   /** No backend was routable when the client arrived, or none was left to retry. */
   "no_backend",
-  /** max_connections (or the ceiling the descriptor limit sets) was reached. */
+  /** max_connections was reached. */
   "limit",
   /** Still open at the graceful shutdown's deadline. */
   "shutdown",
-  /** This process ran out of file descriptors (EMFILE/ENFILE) while dialling. */
+  /**
+   * The ceiling the descriptor limit sets (below max_connections) was reached, or this
+   * process ran out of file descriptors (EMFILE/ENFILE) while dialling.
+   */
   "descriptors",
   /** Every routable backend was at its max_connections for timeouts.queue. */
   "queue_timeout",
