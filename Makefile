@@ -15,8 +15,8 @@ SOURCES := $(shell find src -name '*.ts' ! -name '*.test.ts') tsconfig.json tsco
 run: build
 	@node demo/backends.ts & demo=$$!; \
 	trap 'kill $$demo 2>/dev/null || true' EXIT; \
-	echo "GoBalancer on :8080. Try: curl localhost:8080"; \
-	echo "Dashboard: http://127.0.0.1:8081/   Metrics: curl localhost:8081/metrics   Stop: Ctrl-C"; \
+	echo "Starting GoBalancer with $${CONFIG:-config/config.yaml}: its start-up line gives the balancer's and the dashboard's"; \
+	echo "addresses (the demo: curl localhost:8080, dashboard http://127.0.0.1:8081/). Ctrl-C stops."; \
 	node dist/cli.js --config $${CONFIG:-config/config.yaml}
 
 # End-to-end suites that start gobalancer: run once per data path (data-path.test.ts

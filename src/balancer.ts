@@ -172,6 +172,7 @@ export class Balancer {
       {
         listen: formatAddress(this.listening),
         api: formatAddress(api),
+        dashboard: dashboardUrl(api),
         algorithm: this.config.algorithm,
         workers: this.threads,
         data_path: this.dataPath,
@@ -326,4 +327,10 @@ function planeSettings(config: Config): PlaneSettings {
 
 export function formatAddress(a: AddressInfo): string {
   return a.family === "IPv6" ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+}
+
+/** Where a browser on this machine finds the dashboard: a wildcard API address reads as localhost. */
+function dashboardUrl(api: AddressInfo): string {
+  if (api.address === "::" || api.address === "0.0.0.0") return `http://localhost:${api.port}/`;
+  return `http://${formatAddress(api)}/`;
 }
