@@ -160,6 +160,43 @@ describe("health monitor", () => {
     assert.deepEqual(offTick.map(({ ms, at }) => at + ms), []);
   });
 
+  it("a reload that shortens the interval moves waiting probes to it, counted from the last probe's start", async () => {
+    let clockMs = 5000;
+    const clock = () => clockMs;
+    const pending = new Map<number, { ms: number; at: number; fn: () => void }>();
+    let next = 0;
+    const timers = {
+      after: (ms: number, fn: () => void) => (pending.set(++next, { ms, at: clock(), fn }), next),
+      cancel: (handle: unknown) => void pending.delete(handle as number),
+    };
+    const prober = new ScriptedProber();
+    const hour = 3_600_000;
+    const m = new HealthMonitor({ settings: settings({ intervalMs: hour }), sink: new RecordingSink(), logger, prober, random: () => 0.5, timers, clock });
+    m.watch([target(1)]);
+    const [[firstHandle, first]] = [...pending];
+    pending.delete(firstHandle);
+    first!.fn(); // the first probe starts at 5000
+    await waitUntil(() => pending.size === 1, 3000, "the next probe scheduled");
+    assert.ok([...pending.values()][0]!.ms > hour * 0.8, "an hour away on the old interval");
+
+    clockMs += 2000; // two seconds after that probe started, a reload asks for 5 s
+    m.configure(settings({ intervalMs: 5000 }));
+    assert.equal(pending.size, 1, "the old timer was cancelled, one new one is pending");
+    const moved = [...pending.values()][0]!;
+    // Due 5 s (random 0.5: no jitter) after the last start, so 3 s from now, rounded up to a 20 ms tick.
+    assert.ok(moved.at + moved.ms >= 10_000 && moved.at + moved.ms <= 10_020, `due at ${moved.at + moved.ms}`);
+
+    // A probe long overdue on the new interval starts at once.
+    clockMs += 60_000;
+    m.configure(settings({ intervalMs: 1000 }));
+    assert.equal([...pending.values()][0]!.ms, 0);
+    // The same interval again: timers are left alone.
+    const before = [...pending.keys()];
+    m.configure(settings({ intervalMs: 1000, fall: 5 }));
+    assert.deepEqual([...pending.keys()], before);
+    m.stop();
+  });
+
   it("stops probing a removed backend at once, including a probe in flight", async () => {
     // A black hole under http checks: each probe stays open until the timeout.
     const hole = await countingListener();
