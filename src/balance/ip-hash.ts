@@ -77,6 +77,17 @@ export class IpHashPicker implements Picker {
     this.update(routable);
   }
 
+  /**
+   * The picker for a new snapshot: `previous` updated in place when it is an ip_hash one,
+   * since the table and any build in progress live in it, so that a change at a million
+   * backends does not start over from an empty table.
+   */
+  static fromPrevious(routable: readonly BackendView[], context: PickerContext, previous?: Picker): IpHashPicker {
+    if (!(previous instanceof IpHashPicker)) return new IpHashPicker(routable, context);
+    previous.update(routable);
+    return previous;
+  }
+
   /** Installs a new routable set (see the class comment for what happens when). */
   update(routable: readonly BackendView[]): void {
     const before = this.routable;

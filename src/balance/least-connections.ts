@@ -74,14 +74,17 @@ export class LeastConnectionsPicker implements Picker {
     this.update(backends);
   }
 
-  /** Whether this picker reads these shared counts (so it can be updated in place). */
-  sharesCounts(active: Int32Array): boolean {
-    return this.shared === active;
-  }
-
-  /** Whether updating in place suits a set of `size` backends (see Leaves.suits). */
-  fits(size: number): boolean {
-    return this.leaves.suits(size);
+  /**
+   * The picker for a new snapshot: `previous` with the changed backends moved in place, a
+   * change costing O(changes) rather than a rebuild, when it reads the same shared counts
+   * and its leaf arrays suit the new size (see Leaves.suits); otherwise a new one.
+   */
+  static fromPrevious(routable: readonly BackendView[], context: PickerContext, previous?: Picker): LeastConnectionsPicker {
+    if (!(previous instanceof LeastConnectionsPicker) || previous.shared !== context.active || !previous.leaves.suits(routable.length)) {
+      return new LeastConnectionsPicker(routable, context);
+    }
+    previous.update(routable);
+    return previous;
   }
 
   /** Number of backends held (for tests). */

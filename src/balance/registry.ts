@@ -9,41 +9,43 @@ import { WeightedPicker } from "./weighted.ts";
 /**
  * Builds a picker for a new snapshot; `previous` is the last snapshot's picker, so state
  * that should survive a change (a round-robin cursor, an ip_hash table and its build in
- * progress) can carry over.
+ * progress) can carry over. Each picker's `fromPrevious` decides when it reuses one.
  */
-type PickerFactory = (routable: readonly BackendView[], context: PickerContext, previous?: Picker) => Picker;
+export type PickerFactory = (routable: readonly BackendView[], context: PickerContext, previous?: Picker) => Picker;
 
-/** Each algorithm's picker, and when it reuses the previous one. */
-const FACTORIES: Record<Algorithm, PickerFactory> = {
-  round_robin: (routable, context) => new RoundRobinPicker(routable, context.tickets, context.ticketIndex),
-  // Reuse the previous picker's arrays (the sequence restarts either way).
-  weighted: (routable, _context, previous) => {
-    if (previous instanceof WeightedPicker) {
-      previous.update(routable);
-      return previous;
-    }
-    return new WeightedPicker(routable);
-  },
-  // Move the changed backends in place: a change costs O(changes), not a rebuild.
-  least_connections: (routable, context, previous) => {
-    if (previous instanceof LeastConnectionsPicker && previous.sharesCounts(context.active) && previous.fits(routable.length)) {
-      previous.update(routable);
-      return previous;
-    }
-    return new LeastConnectionsPicker(routable, context);
-  },
-  // The table and any build in progress live in the picker: update it in place so a
-  // change at a million backends does not start over from an empty table.
-  ip_hash: (routable, context, previous) => {
-    if (previous instanceof IpHashPicker) {
-      previous.update(routable);
-      return previous;
-    }
-    return new IpHashPicker(routable, context);
-  },
+/**
+ * How a slow-start ramp reaches an algorithm (balance/slow-start.ts): every routable
+ * backend is given `weight` × its share, and `build` makes the picker over those weights.
+ */
+export interface Ramp {
+  /** "own": the backend's configured weight; "equal": 1, for an algorithm that ignores weights. */
+  readonly weight: "own" | "equal";
+  readonly build: PickerFactory;
+}
+
+/** What the registry holds per algorithm. */
+interface PickerKind {
+  readonly build: PickerFactory;
+  /** Absent: the algorithm is not ramped. */
+  readonly ramp?: Ramp;
+}
+
+const KINDS: Record<Algorithm, PickerKind> = {
+  // round_robin ignores weights, so a ramp picks by smooth weighted round robin over
+  // 1 × share, which is round robin again once all shares are full.
+  round_robin: { build: RoundRobinPicker.fromPrevious, ramp: { weight: "equal", build: WeightedPicker.fromPrevious } },
+  weighted: { build: WeightedPicker.fromPrevious, ramp: { weight: "own", build: WeightedPicker.fromPrevious } },
+  least_connections: { build: LeastConnectionsPicker.fromPrevious, ramp: { weight: "own", build: LeastConnectionsPicker.fromPrevious } },
+  // Not ramped: a client's backend must not depend on the time.
+  ip_hash: { build: IpHashPicker.fromPrevious },
 };
 
 /** Builds the picker for `algorithm` (see PickerFactory). */
 export function createPicker(algorithm: Algorithm, routable: readonly BackendView[], context: PickerContext, previous?: Picker): Picker {
-  return FACTORIES[algorithm](routable, context, previous);
+  return KINDS[algorithm].build(routable, context, previous);
+}
+
+/** How `algorithm` is ramped during slow start; undefined when it is not. */
+export function rampOf(algorithm: Algorithm): Ramp | undefined {
+  return KINDS[algorithm].ramp;
 }

@@ -1,5 +1,5 @@
 import type { BackendView } from "../pool/pool.ts";
-import type { Picker } from "./picker.ts";
+import type { Picker, PickerContext } from "./picker.ts";
 
 /**
  * Each routable backend in turn: over k·N picks, every backend gets exactly k. O(1).
@@ -18,6 +18,14 @@ export class RoundRobinPicker implements Picker {
     this.backends = backends;
     this.tickets = tickets ?? new Int32Array(1);
     this.index = tickets ? index : 0;
+  }
+
+  /**
+   * The picker for a new snapshot. Always a new one: it holds nothing but the list, and
+   * the turn lives in the shared counter, so it carries over anyway.
+   */
+  static fromPrevious(routable: readonly BackendView[], context: PickerContext): RoundRobinPicker {
+    return new RoundRobinPicker(routable, context.tickets, context.ticketIndex);
   }
 
   pick(): BackendView | undefined {

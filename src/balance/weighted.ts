@@ -1,5 +1,5 @@
 import type { BackendView } from "../pool/pool.ts";
-import type { Picker } from "./picker.ts";
+import type { Picker, PickerContext } from "./picker.ts";
 import { groupByWeight, type WeightGroups } from "./weight-groups.ts";
 
 /**
@@ -49,6 +49,16 @@ export class WeightedPicker implements Picker {
   constructor(backends: readonly BackendView[], scanGroups = SCAN_GROUPS) {
     this.scanGroups = scanGroups;
     this.update(backends);
+  }
+
+  /**
+   * The picker for a new snapshot: `previous` updated in place when it is a weighted one,
+   * to reuse its arrays (the sequence restarts either way).
+   */
+  static fromPrevious(routable: readonly BackendView[], _context: PickerContext, previous?: Picker): WeightedPicker {
+    if (!(previous instanceof WeightedPicker)) return new WeightedPicker(routable);
+    previous.update(routable);
+    return previous;
   }
 
   /**
