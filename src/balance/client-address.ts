@@ -2,7 +2,29 @@
  * A client's IP address as the 32-bit words ip_hash hashes (ip-hash.ts), parsed without
  * allocating, once per connection. IPv4 and IPv4-mapped IPv6 give the same single word,
  * so a client is one client whichever way its address is written.
+ *
+ * The one place that knows IPv4-mapped IPv6: the data plane's text form of an address
+ * (`unmapped`) asks the same parser, so the access log, the PROXY header sent on and
+ * ip_hash agree on who a client is.
  */
+
+// unmapped()'s scratch, per thread (each worker loads its own copy of this module): it
+// runs on every connection, and allocates nothing but its result.
+const unmappedWords = new Uint32Array(4);
+const unmappedGroups = new Uint16Array(8);
+
+/**
+ * `ip` as the data plane keeps an address: an IPv4-mapped IPv6 one as the IPv4 it maps
+ * ("::ffff:10.0.0.1" → "10.0.0.1"), any other as it is.
+ */
+export function unmapped(ip = ""): string {
+  // Mapped text starts with "::" (as node:net and the PROXY codec write it, "::ffff:a.b.c.d")
+  // or "0:"; anything else is returned at the first comparison, an IPv4 client above all.
+  const c = ip.charCodeAt(0);
+  if ((c !== 58 && c !== 48) || !ip.includes(":") || parseIpv6(ip, unmappedWords, unmappedGroups) !== 1) return ip;
+  const v4 = unmappedWords[0]!;
+  return `${v4 >>> 24}.${(v4 >>> 16) & 255}.${(v4 >>> 8) & 255}.${v4 & 255}`;
+}
 
 /**
  * Parses an IP address into `out` (4 words, network order) without allocating and returns

@@ -1,5 +1,6 @@
 import net from "node:net";
 import type { Logger } from "pino";
+import { unmapped } from "../balance/client-address.ts";
 import type { Algorithm, ListenProxyProtocol } from "../config/schema.ts";
 import type { AccessLog } from "../log/access-log.ts";
 import { RateLimitedLog } from "../log/rate-limit.ts";
@@ -10,7 +11,7 @@ import { BackendChooser } from "./backend-chooser.ts";
 import { Connection, type ConnectionHost } from "./connection.ts";
 import { Deadlines } from "./deadlines.ts";
 import { IDLE_SWEEPS, OpenConnections } from "./open-connections.ts";
-import { ProxyHeaders, unmapped } from "./proxy-headers.ts";
+import { ProxyHeaders } from "./proxy-headers.ts";
 import { handlePath } from "./handle-side.ts";
 import { handleListener, serverListener, type AcceptSink, type Listener } from "./listener.ts";
 import { acceptedTcp, loadHandleBindings, socketForHandle, type AcceptedHandle, type HandleBindings } from "./node-internals.ts";
@@ -374,7 +375,7 @@ export class DataPlane {
   }
 }
 
-/** Records the client's address; "::ffff:10.0.0.1" and "10.0.0.1" are the same client. */
+/** Records the client's address, an IPv4-mapped one as its IPv4 (see unmapped). */
 function noteClient(conn: Connection, ip = "", port = 0): void {
   conn.clientIp = unmapped(ip);
   conn.clientPort = port;

@@ -1,4 +1,5 @@
 import net from "node:net";
+import { unmapped } from "../balance/client-address.ts";
 import type { ListenProxyProtocol } from "../config/schema.ts";
 import type { RateLimitedLog } from "../log/rate-limit.ts";
 import type { BackendView, ProxyProtocol } from "../pool/pool.ts";
@@ -116,11 +117,6 @@ export class ProxyHeaders {
   private refused(conn: Connection, reason: string): void {
     this.warn.warn(`proxy_header:${reason}`, { client: conn.clientIp, reason }, "connection refused: bad PROXY header");
   }
-}
-
-/** "::ffff:10.0.0.1" and "10.0.0.1" are the same address. */
-export function unmapped(ip = ""): string {
-  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
 }
 
 /** The trusted sources (validated by the config schema) as a BlockList to check against. */
