@@ -126,8 +126,8 @@ function finishIpv6(out: Uint32Array, groups: Uint16Array, count: number, gap: n
 /**
  * ip[start, end) as a 32-bit IPv4 address if it is exactly a dotted quad (1-3 digits per
  * part, each ≤ 255), else -1. Unrolled by part: a digit test and a multiply-add per
- * character, no per-character bookkeeping (about 40 % cheaper than a loop counting dots
- * and digits).
+ * character, no per-character bookkeeping, which measured clearly cheaper than a loop
+ * counting dots and digits (docs/benchmarks.md, "Against the targets").
  */
 function parseIpv4(ip: string, start: number, end: number): number {
   let value = 0;

@@ -59,8 +59,9 @@ export function probeHash(seed: number, i: number): number {
 
 /**
  * Maps a 32-bit hash onto [0, size) as ⌊hash · size / 2^32⌋ (Lemire's multiply-shift
- * reduction) instead of hash % size: an integer division per pick costs ~13 ns here, this
- * ~1-2. Exact for size < 2^32 in doubles: both partial products stay below 2^53.
+ * reduction) instead of hash % size: an integer division per pick costs several times
+ * as much (docs/benchmarks.md, "Against the targets"). Exact for size < 2^32 in doubles:
+ * both partial products stay below 2^53.
  */
 export function reduce(hash: number, size: number): number {
   const high = (hash >>> 16) * size;

@@ -8,8 +8,9 @@ import type { Picker, PickerContext } from "./picker.ts";
 /** Longest a build may hold the event loop in one go, in ms. */
 const SLICE_MS = 8;
 /**
- * Up to this many backends the first table is built at once, whole (tens of ms at most):
- * with no table yet there is nothing consistent to serve from meanwhile. Later builds of
+ * Up to this many backends the first table is built at once, whole (the "build ms" of the
+ * pick benchmark, docs/benchmarks.md): with no table yet there is nothing consistent to
+ * serve from meanwhile. Later builds of
  * sets this small start at once (and usually end) within the change itself.
  */
 const WHOLE_FIRST_BUILD = 16_384;
@@ -39,7 +40,7 @@ const MAX_ATTEMPTS = 128;
  * - a change is visible at once: the current table stays in service and backends that
  *   left the set are skipped by the probing above (their clients spread
  *   deterministically); finding what changed is a linear walk comparing references
- *   (diff.ts), a few ms at a million backends;
+ *   (diff.ts), O(N) but reading few backends (docs/benchmarks.md);
  * - the exact table for the new set is built in slices of at most SLICE_MS, then swapped
  *   in. Small sets finish within the first slice, so they never see the interim state.
  *   A change during a build waits for that build to finish (so builds always complete,

@@ -63,8 +63,8 @@ export interface HttpProbeOptions {
  * `http`: GET `path` over a fresh connection; up when the status is within
  * `expectStatus`. Written on a bare socket rather than node:http: only the status line
  * matters, and node:http's request/response objects, parser and agent bookkeeping
- * doubled the user CPU of a probe (measured at 1,000 probes a second on loopback: about
- * 22% of a core against 12%). The connection is closed as soon as the status is known.
+ * nearly doubled the user CPU of a probe (docs/benchmarks.md, "Health-check cost"). The
+ * connection is closed as soon as the status is known.
  */
 export class HttpProber implements Prober {
   readonly opts: HttpProbeOptions;
