@@ -1,6 +1,7 @@
 // The etcd store against a real etcd (Debian's etcd-server, one member on loopback): the
-// keys and values it writes, transactions that let one of two replicas win, and a create
-// whose answer is lost after etcd committed it.
+// keys and values it writes, transactions that let one of two replicas win, a create
+// whose answer is lost after etcd committed it, a write etcd never answers, and a watch
+// whose start etcd has compacted away.
 import assert from "node:assert/strict";
 import net from "node:net";
 import { after, before, describe, it } from "node:test";
@@ -8,7 +9,9 @@ import { Etcd3 } from "etcd3";
 import pino from "pino";
 import { parseHostPort } from "../src/pool/address.ts";
 import { EtcdStore } from "../src/store/etcd.ts";
-import type { PersistedState } from "../src/store/store.ts";
+import { EtcdMirror } from "../src/store/etcd-mirror.ts";
+import { EtcdFollower } from "../src/store/etcd-watch.ts";
+import { StoreOutcomeUnknownError, type PersistedState } from "../src/store/store.ts";
 import { EtcdCluster } from "./etcd.ts";
 import { waitFor } from "./harness.ts";
 
@@ -31,8 +34,8 @@ describe("EtcdStore", () => {
     await etcd?.stop();
   });
 
-  async function open(prefix: string, endpoints = etcd.endpoints): Promise<{ store: EtcdStore; last: () => PersistedState }> {
-    const store = new EtcdStore({ endpoints, prefix, username: "", password: "", logger });
+  async function open(prefix: string, endpoints = etcd.endpoints, resolveMs?: number): Promise<{ store: EtcdStore; last: () => PersistedState }> {
+    const store = new EtcdStore({ endpoints, prefix, username: "", password: "", logger, ...(resolveMs ? { resolveMs, backoff: { initialMs: 100, maxMs: 500 } } : {}) });
     stores.push(store);
     let state: PersistedState = { backends: [], weights: [], states: [] };
     await store.start((s) => (state = s));
@@ -106,11 +109,71 @@ describe("EtcdStore", () => {
     const kv = await raw.get(`/lost/backends/${address.key}`).exec();
     assert.equal(kv.kvs[0]!.version, "1", "created once, not written again");
   });
+
+  it("a write etcd committed but never answered, while etcd stays silent, is not refused: its outcome is unknown, and it applies once etcd answers", async () => {
+    const proxy = await droppingProxy(etcd.members[0]!.clientUrl);
+    closers.push(() => proxy.close());
+    const { store, last } = await open("/silent/", [proxy.url], 1500);
+    const address = hp("10.0.2.2:80");
+    // The answer is lost, and from then on every connection through the proxy is cut at once.
+    proxy.beforeCut = async () => void (proxy.refuse = true);
+    proxy.dropNextAnswer = true;
+    await assert.rejects(store.write({ address, basis: "absent", backend: { address, weight: 3 }, weight: null }), (err: Error) => {
+      assert.ok(err instanceof StoreOutcomeUnknownError, `${err.name}: ${err.message}`);
+      assert.match(err.message, /^state store etcd did not answer whether it saved the change .*: it was sent and may still apply/);
+      return true;
+    });
+    assert.ok(await raw.get(`/silent/backends/${address.key}`).exists(), "etcd committed it: a refusal would have been false");
+    proxy.refuse = false;
+    await waitFor(() => last().backends.some((b) => b.address.key === address.key && b.weight === 3), 5000, "the store following it once etcd answers");
+  });
+
+  it("a watch from a revision etcd has compacted away lists again at once, and follows changes made afterwards", async () => {
+    const prefix = "/compacted/";
+    const client = new Etcd3({ hosts: etcd.endpoints });
+    closers.push(() => client.close());
+    await raw.put(`${prefix}backends/10.0.3.1:80`).value(JSON.stringify({ weight: 1 }));
+    // The first list is answered only after etcd has moved on and compacted its history
+    // past the list's revision, so the watch that follows starts from a revision that is gone.
+    const getAll = client.getAll.bind(client);
+    let lists = 0;
+    client.getAll = () => {
+      const builder = getAll();
+      const exec = builder.exec.bind(builder);
+      builder.exec = async () => {
+        const res = await exec();
+        if (++lists === 1) {
+          // Two changes: etcd keeps the revision compacted at, so the watch's start (the
+          // first of them) must lie before it.
+          await raw.put(`${prefix}backends/10.0.3.2:80`).value(JSON.stringify({ weight: 1 }));
+          const put = await raw.put(`${prefix}backends/10.0.3.2:80`).value(JSON.stringify({ weight: 2 })).exec();
+          await raw.kv.compact({ revision: put.header.revision });
+        }
+        return res;
+      };
+      return builder;
+    };
+    const lines: Array<{ msg: string }> = [];
+    const log = pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line) as { msg: string }) });
+    const mirror = new EtcdMirror(log, prefix);
+    let state: PersistedState | undefined;
+    // A backoff far longer than the test waits: a re-list after compaction must not wait for it.
+    const follower = new EtcdFollower({ client, prefix, mirror, logger: log, changed: () => (state = mirror.state()), backoff: { initialMs: 30_000, maxMs: 30_000 } });
+    closers.push(() => void follower.stop());
+    await follower.start();
+    assert.deepEqual(state?.backends.map((b) => b.address.key), ["10.0.3.1:80"], "the first list, from before the compaction");
+    await waitFor(() => state?.backends.length === 2, 2000, "a second list, at once, bringing the change the watch could not");
+    assert.ok(lines.some((l) => l.msg === "etcd watch history compacted; re-listing"), JSON.stringify(lines.map((l) => l.msg)));
+    await raw.put(`${prefix}backends/10.0.3.3:80`).value(JSON.stringify({ weight: 3 }));
+    await waitFor(() => state?.backends.length === 3, 1000, "the watch after the re-list delivering a later change");
+  });
 });
 
 interface DroppingProxy {
   url: string;
   dropNextAnswer: boolean;
+  /** Cuts every connection as soon as it is made: etcd cannot be reached, as if silent. */
+  refuse: boolean;
   dropped: number;
   /** Runs once etcd has had time to commit what it was sent, just before the cut. */
   beforeCut: () => Promise<void>;
@@ -125,8 +188,9 @@ interface DroppingProxy {
 async function droppingProxy(target: string): Promise<DroppingProxy> {
   const { hostname, port } = new URL(target);
   const sockets = new Set<net.Socket>();
-  const state: DroppingProxy = { url: "", dropNextAnswer: false, dropped: 0, beforeCut: async () => {}, close: () => {} };
+  const state: DroppingProxy = { url: "", dropNextAnswer: false, refuse: false, dropped: 0, beforeCut: async () => {}, close: () => {} };
   const server = net.createServer((client) => {
+    if (state.refuse) return void client.destroy();
     const upstream = net.connect(Number(port), hostname);
     for (const s of [client, upstream]) {
       sockets.add(s);

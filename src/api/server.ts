@@ -14,7 +14,7 @@ import { Dashboard, PAGE_CSP } from "./dashboard/dashboard.ts";
 import { PAGE_ROUTES, ROUTES, type RouteSpec } from "./routes.ts";
 import { describeInputError, toBackendJson, type AddBackendBody, type BackendParams, type UpdateBackendBody } from "./schemas.ts";
 import { StateFileError } from "../store/file.ts";
-import { StoreUnavailableError } from "../store/store.ts";
+import { StoreOutcomeUnknownError, StoreUnavailableError } from "../store/store.ts";
 import { ChangeConflictError } from "./change-flow.ts";
 
 /** Limits that keep a slow or abusive client from holding the API (or the process). */
@@ -134,8 +134,8 @@ export class ApiServer {
     });
     this.app.setErrorHandler((err: FastifyError, request, reply) => {
       const { status, message } = describeError(err, request, this.limits.bodyBytes);
-      // An unreachable shared store is logged by the store, once per outage, not per request.
-      if (status >= 500 && !(err instanceof StoreUnavailableError)) log.error({ method: request.method, url: request.url, err: err.message }, "api request failed");
+      // A shared store's failures are logged by the store (an outage once), not per request.
+      if (status >= 500 && !(err instanceof StoreUnavailableError || err instanceof StoreOutcomeUnknownError)) log.error({ method: request.method, url: request.url, err: err.message }, "api request failed");
       void reply.code(status).send({ error: message });
     });
     this.app.setNotFoundHandler((request, reply) => {
@@ -259,6 +259,9 @@ function describeError(err: FastifyError, request: FastifyRequest, bodyLimit: nu
   if (err instanceof ChangeConflictError) return { status: 409, message: err.message };
   if (err instanceof StateFileError) return { status: 500, message: err.message };
   if (err instanceof StoreUnavailableError) return { status: 503, message: err.message };
+  // Not 503: the change may have been saved, and a client that took it for refused could
+  // act on a state that is not etcd's.
+  if (err instanceof StoreOutcomeUnknownError) return { status: 504, message: err.message };
   switch (err.code) {
     case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
       return { status: 415, message: `content-type must be application/json (got ${JSON.stringify(request.headers["content-type"] ?? "none")})` };

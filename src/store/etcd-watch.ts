@@ -13,6 +13,8 @@ export interface EtcdFollowerOptions {
   readonly changed: () => void;
   /** Delays between attempts while etcd cannot be reached (jittered, see retry.ts). */
   readonly backoff: Backoff;
+  /** Called after every list that succeeded: etcd answers. */
+  readonly reachable?: () => void;
 }
 
 /** How one watch ended. */
@@ -81,6 +83,7 @@ export class EtcdFollower {
         continue;
       }
       firstAttempt();
+      this.opts.reachable?.();
       if (outageSince !== undefined) {
         this.log.info({ store: "etcd", outage_ms: Date.now() - outageSince, revision, ...this.opts.mirror.counts }, "state store etcd reachable again: resynced");
         outageSince = undefined;
@@ -91,10 +94,12 @@ export class EtcdFollower {
       const healthy = end.events > 0 || end.durationMs >= 1000;
       if (healthy) failures = 0;
       if (end.compacted) {
+        // etcd answered; only its history is gone. A list catches up, and at once: waiting
+        // would only leave this replica behind for longer.
         this.log.info({ store: "etcd", revision }, "etcd watch history compacted; re-listing");
-      } else {
-        this.log.info({ store: "etcd", err: end.error, revision }, "etcd watch ended; re-listing");
+        continue;
       }
+      this.log.info({ store: "etcd", err: end.error, revision }, "etcd watch ended; re-listing");
       if (!healthy) await sleep(backoffDelay(this.opts.backoff, ++failures), this.watch.signal);
     }
   }
@@ -141,8 +146,7 @@ export class EtcdFollower {
         if (changed) this.opts.changed();
       });
       watcher.on("disconnected", (err: Error) => end(false, err));
-      // etcd cancels a watch whose start revision it has compacted away (and says so here).
-      watcher.on("error", (err: Error) => end(/compact/i.test(err.message), err));
+      watcher.on("error", (err: Error) => end(compactedAway(err), err));
     });
   }
 
@@ -154,4 +158,15 @@ export class EtcdFollower {
       modRevision: Number(kv.mod_revision),
     };
   }
+}
+
+/**
+ * Whether a watch's error is etcd cancelling it because its start revision was compacted
+ * away. etcd says so with compact_revision and no cancel_reason (it gives a reason only
+ * for watches it refused to create, such as "permission denied"); etcd3 passes on neither
+ * field, only "Watcher canceled: " followed by the reason, so an empty reason is the sign.
+ */
+export function compactedAway(err: Error): boolean {
+  const canceled = /^Watcher canceled: ?(.*)$/s.exec(err.message);
+  return canceled !== null && (canceled[1]!.trim() === "" || /compact/i.test(canceled[1]!));
 }

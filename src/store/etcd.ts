@@ -8,7 +8,7 @@ import { encodeBackend, encodeState, encodeWeight, keyOf, KINDS, type Kind } fro
 import { EtcdMirror, type MirroredKeyValue } from "./etcd-mirror.ts";
 import { EtcdFollower } from "./etcd-watch.ts";
 import { etcdErrorText } from "./etcd-errors.ts";
-import { StoreUnavailableError, type PersistedState, type SharedStore, type SharedWrite } from "./store.ts";
+import { StoreOutcomeUnknownError, StoreUnavailableError, type PersistedState, type SharedStore, type SharedWrite } from "./store.ts";
 
 export interface EtcdStoreOptions {
   readonly endpoints: readonly string[];
@@ -44,7 +44,9 @@ const WRITE_BACKOFF: Backoff = { initialMs: 50, maxMs: 1000 };
  * with the effect of once (a create carries the id of its request and recognises itself
  * if an earlier attempt did commit), so a write whose outcome is unknown is retried until
  * etcd says how it ended; a write that never reached etcd is refused after a few quick
- * attempts. Either way a refused write has changed nothing.
+ * attempts. A refusal (StoreUnavailableError) is only ever given for a write that is
+ * certainly not committed; a write that was sent and never answered within resolveMs
+ * ends as StoreOutcomeUnknownError, which says so, since etcd may still commit it.
  */
 export class EtcdStore implements SharedStore {
   readonly name = "etcd";
@@ -52,6 +54,8 @@ export class EtcdStore implements SharedStore {
   private readonly prefix: string;
   private readonly log: Logger;
   private readonly refusals: RateLimitedLog;
+  /** A write was refused because etcd could not be reached, and none has committed since. */
+  private refusing = false;
   private readonly mirror: EtcdMirror;
   private readonly resolveMs: number;
   private readonly lifetime = new AbortController();
@@ -80,6 +84,7 @@ export class EtcdStore implements SharedStore {
       logger: this.log,
       changed: () => this.onChange(this.mirror.state()),
       backoff: this.opts.backoff ?? { initialMs: 250, maxMs: 5000 },
+      reachable: () => (this.refusing = false),
     });
     await this.follower.start();
   }
@@ -96,24 +101,27 @@ export class EtcdStore implements SharedStore {
     if (!etcd || this.lifetime.signal.aborted) throw new StoreUnavailableError("state store etcd unreachable: not started, or stopped");
     const { request, id } = this.transaction(write);
     const started = Date.now();
+    // Some attempt reached etcd and got no answer: it may have committed.
     let unsure = false;
     for (let attempt = 1; ; attempt++) {
       let res: ITxnResponse;
       try {
         res = await etcd.client.kv.txn(request);
       } catch (err) {
-        if (!etcd.isTransient(err)) throw this.refused(write, `refused the change: ${etcdErrorText(err)}`, err);
-        unsure ||= !etcd.neverSent(err);
+        const transient = etcd.isTransient(err);
+        if (transient) unsure ||= !etcd.neverSent(err);
         const delay = backoffDelay(WRITE_BACKOFF, attempt);
         const outOfTime = unsure ? Date.now() + delay - started > this.resolveMs : attempt >= UNSENT_ATTEMPTS;
-        if (outOfTime || this.lifetime.signal.aborted) {
-          const maybe = unsure ? "; the change may have been saved, and then applies when etcd answers again" : "";
-          throw this.refused(write, `unreachable: ${etcdErrorText(err)}${maybe}`, err);
+        if (!transient || outOfTime || this.lifetime.signal.aborted) {
+          // A refusal of a later attempt says nothing of an earlier one that went unanswered.
+          if (unsure) throw this.unknown(write, err);
+          throw transient ? this.unreachable(write, err) : this.refused(write, err);
         }
         this.log.debug({ backend: write.address.key, attempt, err: etcdErrorText(err), unsure }, "etcd write failed; retrying");
         await sleep(delay, this.lifetime.signal);
         continue;
       }
+      this.refusing = false;
       return this.settle(write, id, res);
     }
   }
@@ -185,9 +193,29 @@ export class EtcdStore implements SharedStore {
     for (const kind of KINDS) apply(kind, values[kind]);
   }
 
-  private refused(write: SharedWrite, what: string, err: unknown): StoreUnavailableError {
+  /** etcd refused the change itself (permission denied, say): nothing was changed. */
+  private refused(write: SharedWrite, err: unknown): StoreUnavailableError {
     this.refusals.warn("write", { store: "etcd", backend: write.address.key, err: etcdErrorText(err) }, "state store etcd: api change refused");
-    return new StoreUnavailableError(`state store etcd ${what}`, { cause: err });
+    return new StoreUnavailableError(`state store etcd refused the change: ${etcdErrorText(err)}`, { cause: err });
+  }
+
+  /** etcd never received the change: nothing was changed. Logged once per outage (the follower logs the outage itself). */
+  private unreachable(write: SharedWrite, err: unknown): StoreUnavailableError {
+    if (!this.refusing) {
+      this.refusing = true;
+      this.log.warn({ store: "etcd", backend: write.address.key, err: etcdErrorText(err) }, "state store etcd: api change refused");
+    }
+    return new StoreUnavailableError(`state store etcd unreachable: ${etcdErrorText(err)}`, { cause: err });
+  }
+
+  /** The change was sent and etcd never said how it ended. Each is logged: which changes are in doubt matters. */
+  private unknown(write: SharedWrite, err: unknown): StoreOutcomeUnknownError {
+    this.log.warn({ store: "etcd", backend: write.address.key, err: etcdErrorText(err) }, "state store etcd: api change outcome unknown");
+    return new StoreOutcomeUnknownError(
+      `state store etcd did not answer whether it saved the change (${etcdErrorText(err)}): it was sent and may still apply; ` +
+        `once etcd answers again, GET /backends/${write.address.key} on any replica shows what etcd holds`,
+      { cause: err },
+    );
   }
 }
 

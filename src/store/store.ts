@@ -66,7 +66,9 @@ export interface SharedStore {
   /**
    * Commits `write` atomically. Resolves "done" once the store has committed it and
    * onChange has been called with it; "stale" when its basis no longer holds (onChange
-   * has then been called with what the store holds). Throws StoreUnavailableError.
+   * has then been called with what the store holds). Throws StoreUnavailableError when
+   * the change is certainly not committed, StoreOutcomeUnknownError when the store may
+   * have committed it but never said so.
    */
   write(write: SharedWrite): Promise<"done" | "stale">;
 }
@@ -76,6 +78,17 @@ export class StoreUnavailableError extends Error {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "StoreUnavailableError";
+  }
+}
+
+/**
+ * The shared store was sent a change and never said whether it committed it (API 504):
+ * the change may be saved, and then every replica applies it, or not. Not a refusal.
+ */
+export class StoreOutcomeUnknownError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "StoreOutcomeUnknownError";
   }
 }
 
