@@ -5,7 +5,9 @@ import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { churn, churnBackend } from "../bench/soak/churn.ts";
+import { TERMINATIONS } from "../src/proxy/termination.ts";
 import { cleanup, REPO, startBalancer, waitFor, type BalancerProcess } from "./harness.ts";
+import { accessLines } from "./observe.ts";
 import { seededRandom } from "./seeded-random.ts";
 
 after(cleanup);
@@ -64,11 +66,13 @@ describe("churn", () => {
     assert.ok(end.timers <= baseline.probe.timers, `timers ${end.timers}, at start ${baseline.probe.timers}`);
     assert.ok(end.rss - baseline.probe.rss < RSS_GROWTH_BOUND, `RSS grew by ${Math.round((end.rss - baseline.probe.rss) / 2 ** 20)} MiB`);
     // Every connection the clients made was counted once, under one cause.
+    // Each line parses (accessLines), names a known cause, and there is one per connection.
     const lines = await waitFor(() => {
-      const text = readFileSync(path.join(lb.dir, "access.log"), "utf8").trim().split("\n");
-      return text.length >= result.started ? text : null;
+      const parsed = accessLines(lb);
+      return parsed.length >= result.started ? parsed : null;
     }, 5000, "an access-log line per connection");
     assert.equal(lines.length, result.started);
+    for (const line of lines) assert.ok((TERMINATIONS as readonly string[]).includes(line.termination), `cause ${line.termination}`);
     console.log(`churn: ${result.started} connections ${JSON.stringify(result.byBehaviour)}, cut ${result.cut}; RSS +${Math.round((end.rss - baseline.probe.rss) / 2 ** 20)} MiB`);
   });
 });

@@ -84,13 +84,14 @@ function apiGet<T>(lb: BalancerProcess, urlPath: string): Promise<T> {
 }
 
 
-
-/** The access-log lines of the client whose local port is `port`: exactly one expected. */
-async function linesOf(lb: BalancerProcess, port: number): Promise<AccessLine[]> {
-  const mine = () => accessLines(lb).filter((l) => l.client === `127.0.0.1:${port}`);
-  await waitFor(() => mine().length > 0, 3000, `an access-log line for client port ${port}`);
-  await new Promise((r) => setTimeout(r, 100)); // a second line would have come by now
-  return mine();
+/**
+ * The access-log lines of the client whose local port is `port`, once the balancer has
+ * stopped: it writes out every line on the way out, so a second line cannot be missed.
+ */
+async function finalLinesOf(lb: BalancerProcess, port: number): Promise<AccessLine[]> {
+  lb.signal("SIGTERM");
+  assert.equal((await lb.exited).code, 0);
+  return accessLines(lb).filter((l) => l.client === `127.0.0.1:${port}`);
 }
 
 function balancerFor(workers: number, backends: string[], extra: Record<string, unknown> = {}) {
@@ -116,7 +117,10 @@ interface Row {
   client: "fin" | "rst" | "self";
   backend: "fin" | "rst" | "none" | "self";
   backendBehaviour?: (s: net.Socket) => void;
-  /** Backends that are not tracked servers. */
+  /** The access line's bytes_in and bytes_out; none either way when absent. */
+  bytes?: [number, number];
+  /** No dial was made at all (the line's backend is "", attempts 0). */
+  undialled?: boolean;
   /** Backends that are not tracked servers; null for none at all. */
   backendAddress?: () => Promise<string | null>;
   extra?: Record<string, unknown>;
@@ -135,6 +139,7 @@ const rows: Row[] = [
     termination: "client_fin",
     client: "fin",
     backend: "fin",
+    bytes: [3, 3], // "bye", echoed
     act: async (client, backend) => {
       await waitFor(backend, 2000, "the backend connection");
       client.socket.end("bye");
@@ -171,6 +176,7 @@ const rows: Row[] = [
     client: "fin",
     backend: "none",
     backendAddress: async () => `127.0.0.1:${await unansweredPort()}`,
+    bytes: [11, 0], // read from the client (bytes_in, like HAProxy's bytes_uploaded), never delivered
     act: async (client) => {
       client.socket.end("early bytes");
       await settle(500); // the connect timeout
@@ -183,6 +189,7 @@ const rows: Row[] = [
     client: "fin",
     backend: "fin",
     backendBehaviour: (s) => setTimeout(() => s.end("bye\n"), 100),
+    bytes: [0, 4],
     act: async (client) => {
       await new Promise((r) => client.socket.once("end", r));
       const t = at();
@@ -235,6 +242,7 @@ const rows: Row[] = [
     termination: "no_backend",
     client: "fin",
     backend: "none",
+    undialled: true,
     backendAddress: async () => null,
     act: async () => at(),
   },
@@ -243,6 +251,7 @@ const rows: Row[] = [
     termination: "limit",
     client: "fin",
     backend: "none",
+    undialled: true,
     extra: { max_connections: 1 },
     lb: async (lb) => {
       const holder = await openClient(lb.port); // holds the only place
@@ -281,14 +290,22 @@ for (const workers of [1, 2]) {
           if (row.backend !== "self") assert.equal(b.kind, row.backend, "how the backend saw the end");
         }
 
-        const lines = await linesOf(lb, clientPort);
-        assert.equal(lines.length, 1, `one access-log line: ${JSON.stringify(lines)}`);
-        assert.equal(lines[0]!.termination, row.termination);
         if (row.name !== "max_connections refusal") {
           await waitFor(() => descriptors(lb) <= baseline, 1000, `descriptors back to ${baseline}`);
           const list = await apiGet<Array<{ active_connections: number }>>(lb, "/backends");
           for (const info of list) assert.equal(info.active_connections, 0, "active_connections back to 0");
         }
+
+        const lines = await finalLinesOf(lb, clientPort);
+        assert.equal(lines.length, 1, `one access-log line: ${JSON.stringify(lines)}`);
+        const line = lines[0]!;
+        assert.equal(line.termination, row.termination);
+        assert.deepEqual([line.bytes_in, line.bytes_out], row.bytes ?? [0, 0], "bytes in and out");
+        assert.equal(line.backend, row.undialled ? "" : address, "the backend dialled");
+        assert.equal(line.attempts, row.undialled ? 0 : 1, "attempts");
+        assert.ok(Number.isFinite(line.duration_ms) && line.duration_ms >= 0, `duration_ms ${line.duration_ms}`);
+        if (row.backend === "none") assert.equal(line.connect_ms, null, "no dial connected");
+        else assert.ok(line.connect_ms !== null && line.connect_ms >= 0 && line.connect_ms <= line.duration_ms, `connect_ms ${line.connect_ms} within duration_ms ${line.duration_ms}`);
       });
     }
 

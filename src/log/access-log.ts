@@ -9,17 +9,19 @@ export interface AccessLogOptions {
 
 /**
  * Pipes take writes of up to PIPE_BUF bytes whole: with several data-plane threads
- * writing lines to one stdout, larger writes could interleave mid-line. sonic-boom
- * batches whole lines up to this size, so every line arrives intact.
+ * writing lines to one stdout, larger writes could interleave mid-line.
  */
 const PIPE_BUF = 4096;
 
 /**
- * Lines are written in batches of at least this many bytes (a write per line cost a
- * system call and a thread-pool hand-off per connection), and at the latest every
- * FLUSH_MS, so a quiet balancer's lines still appear promptly.
+ * Lines are gathered here into batches of up to this many bytes (a write per line cost a
+ * system call and a thread-pool hand-off per connection), and handed over at the latest
+ * every FLUSH_MS, so a quiet balancer's lines still appear promptly. The batching is ours,
+ * not sonic-boom's: its own measures the byte length of its whole pending batch on every
+ * write, which grows with the batch.
  */
-const BATCH_BYTES = { file: 32 * 1024, stdout: 3 * 1024 };
+const BATCH_BYTES = { file: 32 * 1024, stdout: PIPE_BUF - 512 };
+/** sonic-boom joins handed-over batches while a write is in flight, never past this. */
 const MAX_WRITE = { file: 64 * 1024, stdout: PIPE_BUF };
 const FLUSH_MS = 1000;
 
@@ -31,6 +33,11 @@ const FLUSH_MS = 1000;
 export class AccessLog {
   private readonly dest: pino.DestinationStream & { flushSync(): void; end(): void };
   private readonly stdout: boolean;
+  private readonly batchBytes: number;
+  /** Lines not yet handed to `dest`, and their length (every character is ASCII, see write()). */
+  private pending = "";
+  private pendingBytes = 0;
+  private readonly flusher: NodeJS.Timeout;
   /** The time field of the last line, reused by lines within the same millisecond. */
   private lastMs = 0;
   private lastTime = "";
@@ -41,16 +48,20 @@ export class AccessLog {
     const fd = stdout ? 1 : openForAppend(file);
     const kind = stdout ? "stdout" : "file";
     this.stdout = stdout;
-    const dest = pino.destination({ dest: fd, sync: false, minLength: BATCH_BYTES[kind], maxWrite: MAX_WRITE[kind], periodicFlush: FLUSH_MS });
+    this.batchBytes = BATCH_BYTES[kind];
+    const dest = pino.destination({ dest: fd, sync: false, maxWrite: MAX_WRITE[kind] });
     // A full disk or a closed pipe later on must not take the data path down with it.
     dest.on("error", onError);
     this.dest = dest;
+    this.flusher = setInterval(() => this.handOver(), FLUSH_MS);
+    this.flusher.unref();
   }
 
   /**
    * One finished connection, with the contract's field names. `client` and `backend`
    * are addresses (IP literals and validated host names) and `termination` one of
-   * TERMINATIONS: nothing in them needs escaping, so the line is written directly.
+   * TERMINATIONS: nothing in them needs escaping, so the line is written directly, and
+   * every character is ASCII, so its length is its size in bytes.
    * `backend` is "" when none was dialled; `connectMs` is null when none connected.
    */
   write(
@@ -68,13 +79,23 @@ export class AccessLog {
       this.lastMs = now;
       this.lastTime = new Date(now).toISOString();
     }
-    this.dest.write(
-      `{"time":"${this.lastTime}","client":"${client}","backend":"${backend}","bytes_in":${bytesIn},"bytes_out":${bytesOut},"duration_ms":${durationMs},"connect_ms":${connectMs},"attempts":${attempts},"termination":"${termination}"}\n`,
-    );
+    const line = `{"time":"${this.lastTime}","client":"${client}","backend":"${backend}","bytes_in":${bytesIn},"bytes_out":${bytesOut},"duration_ms":${durationMs},"connect_ms":${connectMs},"attempts":${attempts},"termination":"${termination}"}\n`;
+    if (this.pendingBytes + line.length > this.batchBytes) this.handOver();
+    this.pending += line;
+    this.pendingBytes += line.length;
+  }
+
+  /** Hands the gathered lines to the destination, which writes them asynchronously. */
+  private handOver(): void {
+    if (this.pendingBytes === 0) return;
+    this.dest.write(this.pending);
+    this.pending = "";
+    this.pendingBytes = 0;
   }
 
   /** Writes out what is buffered; before a thread or the process ends. */
   flush(): void {
+    this.handOver();
     try {
       this.dest.flushSync();
     } catch {
@@ -87,6 +108,7 @@ export class AccessLog {
    * path opened again is how a rotated file is let go). Stdout stays open.
    */
   close(): void {
+    clearInterval(this.flusher);
     this.flush();
     if (!this.stdout) this.dest.end();
   }

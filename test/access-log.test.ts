@@ -1,0 +1,79 @@
+// End-to-end: the access log under load from several threads, to stdout and to a file.
+import assert from "node:assert/strict";
+import { afterEach, describe, it } from "node:test";
+import { TERMINATIONS } from "../src/proxy/termination.ts";
+import { cleanup, request, startBalancer, startEchoBackend, waitFor } from "./harness.ts";
+import { accessLines } from "./observe.ts";
+
+afterEach(cleanup);
+
+const CONNECTIONS = 600;
+const CONCURRENCY = 40;
+
+/** CONNECTIONS requests, CONCURRENCY at a time, each with its own text; resolves with the replies. */
+async function traffic(port: number): Promise<string[]> {
+  const replies: string[] = [];
+  let next = 0;
+  const client = async () => {
+    while (next < CONNECTIONS) {
+      const i = next++;
+      replies[i] = await request(port, `request ${i}`);
+    }
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, client));
+  return replies;
+}
+
+describe("access log", () => {
+  it("to stdout with workers: 2, every line arrives whole, one per connection", async () => {
+    const echo = await startEchoBackend();
+    const lb = await startBalancer({
+      workers: 2,
+      access_log: { enabled: true, path: "stdout" },
+      discovery: { type: "static", backends: [{ address: echo.address }] },
+    });
+    const replies = await traffic(lb.port);
+    assert.deepEqual(replies, replies.map((_, i) => `request ${i}`));
+    lb.signal("SIGTERM");
+    assert.equal((await lb.exited).code, 0);
+    // Lines cut by another thread's write would not parse and land in otherOutput.
+    assert.deepEqual(lb.otherOutput, []);
+    const lines = lb.logs.filter((l) => "termination" in l);
+    assert.equal(lines.length, CONNECTIONS);
+    const bytes = lines.reduce((n, l) => n + Number(l.bytes_in), 0);
+    assert.equal(bytes, replies.reduce((n, r) => n + r.length, 0), "bytes_in adds up to what was sent");
+  });
+
+  it("to a file with workers: 2, one valid line per connection, causes and fields as the contract names them", async () => {
+    const echo = await startEchoBackend();
+    const lb = await startBalancer({
+      workers: 2,
+      access_log: { enabled: true, path: "access.log" },
+      discovery: { type: "static", backends: [{ address: echo.address }] },
+    });
+    await traffic(lb.port);
+    lb.signal("SIGTERM");
+    assert.equal((await lb.exited).code, 0);
+    const lines = accessLines(lb);
+    assert.equal(lines.length, CONNECTIONS);
+    const fields = ["time", "client", "backend", "bytes_in", "bytes_out", "duration_ms", "connect_ms", "attempts", "termination"];
+    for (const line of lines) {
+      assert.deepEqual(Object.keys(line), fields);
+      assert.ok((TERMINATIONS as readonly string[]).includes(line.termination), line.termination);
+      assert.equal(line.backend, echo.address);
+    }
+    assert.equal(new Set(lines.map((l) => l.client)).size, CONNECTIONS, "a line per client connection");
+  });
+
+  it("writes a quiet balancer's line within a second or so", async () => {
+    const echo = await startEchoBackend();
+    const lb = await startBalancer({
+      access_log: { enabled: true, path: "access.log" },
+      discovery: { type: "static", backends: [{ address: echo.address }] },
+    });
+    assert.equal(await request(lb.port, "one"), "one");
+    const done = performance.now();
+    await waitFor(() => accessLines(lb).length === 1, 3000, "the line");
+    assert.ok(performance.now() - done < 1500, `line out after ${Math.round(performance.now() - done)} ms`);
+  });
+});
