@@ -14,7 +14,8 @@ interface FieldDoc {
 /**
  * The configuration reference in the README: every key with its default and what it is
  * for, generated from the schema's own field documentation (schema.ts `doc`), so the
- * two cannot drift (test/readme.test.ts compares them). Lists show one example entry.
+ * two cannot drift: reference.test.ts fails when they differ, and its title gives the
+ * command that prints the block to paste. Lists show one example entry.
  */
 export function configReference(): string {
   const lines: string[] = [];

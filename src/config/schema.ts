@@ -89,7 +89,7 @@ export const backendMaxConnections = z
   .max(1_000_000_000, { error: "must be at most 1000000000 (0 = no limit)" });
 
 const staticBackend = z.strictObject({
-  address: backendAddress.meta(doc(undefined, '"10.0.0.4:3000"')),
+  address: backendAddress.meta(doc("required: host:port, host an IPv4, [IPv6] or DNS name", '"10.0.0.4:3000"')),
   weight: weight.default(1).meta(doc("integer 1-1000")),
   max_connections: backendMaxConnections.default(0).meta(doc("most connections open to it at once; 0 = no limit")),
   backup: z.boolean({ error: "must be true or false" }).default(false).meta(doc("true: used only while no other backend is routable")),
@@ -147,47 +147,47 @@ const rawConfig = z.strictObject({
       shutdown: duration().default(30_000).meta(doc("graceful drain limit, then remaining connections are closed", "30s")),
       queue: duration().default(0).meta(doc("how long a client may wait when every backend is at its\nmax_connections; 0s = refused at once", "0s")),
     })
-    .prefault({}),
+    .prefault({}).meta(doc("how long each step may take")),
   health_check: z
     .strictObject({
       type: z.enum(["tcp", "http"], { error: "must be tcp or http" }).default("tcp").meta(doc("tcp | http")),
-      interval: positiveDuration().default(5000).meta(doc(undefined, "5s")),
-      timeout: positiveDuration().default(2000).meta(doc(undefined, "2s")),
+      interval: positiveDuration().default(5000).meta(doc("between two probes of a backend (each slightly jittered)", "5s")),
+      timeout: positiveDuration().default(2000).meta(doc("a probe not answered by then fails", "2s")),
       rise: z.number().int().min(1).max(100).default(2).meta(doc("consecutive successes to bring a backend back")),
       fall: z.number().int().min(1).max(100).default(3).meta(doc("consecutive failures to take it out")),
       http: z
         .strictObject({
-          path: z.string().startsWith("/", { error: 'must start with "/"' }).default("/health"),
+          path: z.string().startsWith("/", { error: 'must start with "/"' }).default("/health").meta(doc("the path a probe GETs")),
           expect_status: statusRanges.default([[200, 399]]).meta(doc("codes and ranges: \"200\", \"200,204\", \"200-299,404\"", "\"200-399\"")),
           host: z.string().default("").meta(doc("Host header; default the backend address")),
         })
-        .prefault({}),
+        .prefault({}).meta(doc("used when type is http")),
     })
-    .prefault({}),
+    .prefault({}).meta(doc("active probes of every backend (see \"Health checking\")")),
   api: z
     .strictObject({
-      listen: listenAddress.prefault("127.0.0.1:8081").meta(doc(undefined, "\"127.0.0.1:8081\"")),
+      listen: listenAddress.prefault("127.0.0.1:8081").meta(doc("where the API and dashboard listen", "\"127.0.0.1:8081\"")),
       token: z.string().default("").meta(doc("bearer token; also from env GOBALANCER_API_TOKEN")),
-      allow_unauthenticated: z.boolean().default(false),
+      allow_unauthenticated: z.boolean().default(false).meta(doc("true: start without a token on a non-loopback listen")),
     })
-    .prefault({}),
+    .prefault({}).meta(doc("the REST admin API (see \"API\")")),
   state_file: z.string().min(1).default("data/state.json").meta(doc("where API changes persist across restarts (state_store: file)")),
   state_store: z
     .strictObject({
       type: z.enum(["file", "etcd"], { error: "must be file or etcd" }).default("file").meta(doc("file | etcd")),
       etcd: z
         .strictObject({
-          endpoints: z.array(etcdEndpoint).min(1, { error: "must list at least one endpoint" }).default(["http://127.0.0.1:2379"]).meta(doc(undefined, '["http://127.0.0.1:2379"]')),
+          endpoints: z.array(etcdEndpoint).min(1, { error: "must list at least one endpoint" }).default(["http://127.0.0.1:2379"]).meta(doc("the etcd cluster's client URLs", '["http://127.0.0.1:2379"]')),
           prefix: z.string().min(1, { error: 'must not be empty (e.g. "/gobalancer/")' }).default("/gobalancer/").meta(doc("every key GoBalancer writes is under it")),
-          username: z.string().default(""),
-          password: z.string().default(""),
+          username: z.string().default("").meta(doc("etcd authentication; \"\" = none")),
+          password: z.string().default("").meta(doc("with username")),
         })
-        .prefault({}),
+        .prefault({}).meta(doc("used when type is etcd")),
     })
     .prefault({}).meta(doc("where API changes live: file (state_file) or etcd, shared by replicas")),
   access_log: z
     .strictObject({
-      enabled: z.boolean().default(false),
+      enabled: z.boolean().default(false).meta(doc("true: every finished connection is logged")),
       path: z.string().min(1, { error: 'must be "stdout" or a file path' }).default("stdout").meta(doc("stdout, or a file appended to (its directory must exist)")),
     })
     .prefault({}).meta(doc("one JSON line per finished connection (see \"Access log\")")),
@@ -196,7 +196,7 @@ const rawConfig = z.strictObject({
       level: z.enum(["debug", "info", "warn", "error"]).default("info").meta(doc("debug | info | warn | error")),
       format: z.enum(["json", "pretty"]).default("json").meta(doc("json | pretty")),
     })
-    .prefault({}),
+    .prefault({}).meta(doc("GoBalancer's own log (see \"Logs\")")),
   discovery: z
     .strictObject({
       type: z.enum(["static", "docker", "kubernetes"], { error: "must be static, docker or kubernetes" }).default("static").meta(doc("static | docker | kubernetes")),
@@ -207,14 +207,14 @@ const rawConfig = z.strictObject({
           label: z.string().min(1).default("lb.enable").meta(doc("containers with <label>=true are backends")),
           network: z.string().default("").meta(doc("which container network's IP to use when several")),
         })
-        .prefault({}),
+        .prefault({}).meta(doc("docker only")),
       kubernetes: z
         .strictObject({
-          namespace: z.string().min(1).default("default"),
+          namespace: z.string().min(1).default("default").meta(doc("the Service's namespace")),
           service: z.string().default("").meta(doc("required with discovery.type kubernetes")),
           port: z.union([z.string(), z.number().int().min(1).max(65535)]).transform(String).default("").meta(doc("port name or number when the Service has several")),
         })
-        .prefault({}),
+        .prefault({}).meta(doc("kubernetes only")),
     })
     .prefault({})
     .superRefine((d, ctx) => {
@@ -234,7 +234,7 @@ const rawConfig = z.strictObject({
       if (d.type === "kubernetes" && d.kubernetes.service === "") {
         ctx.issues.push({ code: "custom", input: "", path: ["kubernetes", "service"], message: "is required when discovery.type is kubernetes" });
       }
-    }),
+    }).meta(doc("where backends come from")),
 });
 
 export type RawConfig = z.input<typeof rawConfig>;
