@@ -258,6 +258,9 @@ export class Balancer {
     if (this.dataPlane instanceof DataPlane) this.dataPlane.configure(planeSettings(next), accessLog);
     else await this.dataPlane.configure(planeSettings(next), next.accessLog, next.log.level);
     if (applied.includes("discovery")) await this.rediscover(previous, next);
+    // The new backends (and slow-start settings) reach threads as a snapshot message after
+    // the settings above: the reload is not done, nor said to be, until every thread routes by it.
+    await this.dataPlane.snapshotApplied();
     if (listening !== undefined) {
       // Only now: the new listener has been accepting since addListener.
       await this.dataPlane.closeOldListener();

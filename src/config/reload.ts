@@ -1,4 +1,4 @@
-import type { Config } from "./schema.ts";
+import { configSchemaShape, type Config } from "./schema.ts";
 
 /** What a reload did (SIGHUP, POST /reload). */
 export type ReloadResult =
@@ -8,37 +8,26 @@ export type ReloadResult =
   /** Valid, but could not be applied (a listen address taken, an access log path not writable), or shutting down: nothing changed. */
   | { status: "refused"; reason: string };
 
-/** The config file's top-level keys, by the Config field that holds each. */
-const YAML_KEYS: Record<keyof Config, string> = {
-  listen: "listen",
-  algorithm: "algorithm",
-  retries: "retries",
-  maxConnections: "max_connections",
-  workers: "workers",
-  dataPath: "data_path",
-  timeouts: "timeouts",
-  slowStartMs: "slow_start",
-  proxyProtocol: "proxy_protocol",
-  listenProxyProtocol: "listen_proxy_protocol",
-  healthCheck: "health_check",
-  api: "api",
-  stateFile: "state_file",
-  stateStore: "state_store",
-  accessLog: "access_log",
-  log: "log",
-  discovery: "discovery",
-};
-
 /**
  * Settings a running process cannot change: the thread count and data path are fixed
- * once threads run, and the API listener, its credentials and where API changes are kept
- * belong to the process that serves the API. A reload leaves them as they were and names
- * them in a warning.
+ * once threads run, and where API changes are kept belongs to the process that serves the
+ * API. A reload leaves them as they were and names them in a warning.
  */
-const RESTART_ONLY: ReadonlyArray<keyof Config> = ["workers", "dataPath", "api", "stateFile", "stateStore"];
+const RESTART_ONLY: ReadonlyArray<keyof Config> = ["workers", "dataPath", "stateFile", "stateStore"];
+
+/**
+ * The API's settings, each named on its own: the API server binds its address and builds
+ * its authentication (and the OpenAPI document's security section) once, when it starts,
+ * so every one of them needs a restart.
+ */
+const API_KEYS: Record<keyof Config["api"], string> = {
+  listen: "api.listen",
+  token: "api.token",
+  allowUnauthenticated: "api.allow_unauthenticated",
+};
 
 export interface ConfigDifferences {
-  /** Top-level keys (as written in YAML) whose value changed and that a reload applies. */
+  /** Keys (as written in YAML) whose value changed and that a reload applies. */
   readonly applied: string[];
   /** Changed keys a reload leaves as they were: they need a restart. */
   readonly needRestart: string[];
@@ -51,13 +40,18 @@ export function configDifferences(current: Config, next: Config): ConfigDifferen
   const applied: string[] = [];
   const needRestart: string[] = [];
   const config: Config = { ...next };
-  for (const field of Object.keys(YAML_KEYS) as Array<keyof Config>) {
+  for (const [key, field] of fieldsByKey(current)) {
     if (same(current[field], next[field])) continue;
-    if (RESTART_ONLY.includes(field)) {
-      needRestart.push(YAML_KEYS[field]);
+    if (field === "api") {
+      for (const [apiField, apiKey] of Object.entries(API_KEYS) as Array<[keyof Config["api"], string]>) {
+        if (!same(current.api[apiField], next.api[apiField])) needRestart.push(apiKey);
+      }
+      config.api = current.api;
+    } else if (RESTART_ONLY.includes(field)) {
+      needRestart.push(key);
       (config as unknown as Record<string, unknown>)[field] = current[field];
     } else {
-      applied.push(YAML_KEYS[field]);
+      applied.push(key);
     }
   }
   // The log format is fixed when the logger is made; its level a reload does change.
@@ -67,6 +61,26 @@ export function configDifferences(current: Config, next: Config): ConfigDifferen
     if (current.log.level === next.log.level) applied.splice(applied.indexOf("log"), 1);
   }
   return { applied, needRestart, config };
+}
+
+/**
+ * The config file's top-level keys (from the schema, so a new key is compared as soon as
+ * it exists), each with the Config field that holds it: the key in camelCase, with `Ms`
+ * for a duration (`slow_start` is `slowStartMs`). A key or field that does not pair up is
+ * a mistake in the schema's transform, not in the user's file: it throws.
+ */
+function fieldsByKey(config: Config): Array<[string, keyof Config]> {
+  const pairs: Array<[string, keyof Config]> = [];
+  const fields = new Set(Object.keys(config));
+  for (const key of Object.keys(configSchemaShape())) {
+    const camel = key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+    const field = [camel, `${camel}Ms`].find((f) => fields.has(f));
+    if (field === undefined) throw new Error(`config key ${key} has no Config field (looked for ${camel} and ${camel}Ms)`);
+    fields.delete(field);
+    pairs.push([key, field as keyof Config]);
+  }
+  if (fields.size > 0) throw new Error(`Config fields with no config key: ${[...fields].join(", ")}`);
+  return pairs;
 }
 
 /** Config values are plain data (parsed addresses included): equal when their JSON is. */
