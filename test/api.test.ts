@@ -218,9 +218,10 @@ describe("REST API endpoints", () => {
   });
 
   it("serves its OpenAPI document", async () => {
-    const res = await call<{ openapi: string; paths: Record<string, unknown> }>(lb, "GET", "/openapi.json");
+    const res = await call<{ openapi: string; info: { description: string }; paths: Record<string, unknown> }>(lb, "GET", "/openapi.json");
     assert.equal(res.status, 200);
     assert.equal(res.body.openapi, "3.1.0");
+    assert.match(res.body.info.description, /admin states \(ready, drain, maint\), reload the config file/);
     assert.deepEqual(Object.keys(res.body.paths).sort(), ["/backends", "/backends/{address}", "/health", "/metrics", "/openapi.json", "/reload"]);
   });
 

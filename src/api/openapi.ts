@@ -48,7 +48,7 @@ export function buildOpenApi(routes: Readonly<Record<string, RouteSpec>>, opts: 
     info: {
       title: "GoBalancer admin API",
       version: "1.0.0",
-      description: "Manage a running GoBalancer: list backends, add and remove them, change weights. Changes apply to the next client connection and persist to state_file.",
+      description: "Manage a running GoBalancer: list backends, add and remove them, change weights and admin states (ready, drain, maint), reload the config file. Backend changes apply to the next client connection and persist to the state store (state_file or etcd).",
     },
     ...(opts.bearerAuth ? { security: [{ bearerAuth: [] }] } : {}),
     paths,
