@@ -1,5 +1,4 @@
 import type { BackendView } from "../pool/pool.ts";
-import type { Deadlines } from "./deadlines.ts";
 import type { HeldReader, Relay } from "./relay.ts";
 import type { Side } from "./side.ts";
 import {
@@ -127,8 +126,8 @@ export class Connection implements HeldReader {
   /** The host's intrusive lists: open connections, and dials by deadline. */
   prev: Connection | null = null;
   next: Connection | null = null;
-  /** The deadline list it waits on (dial, queue or header), if any (deadlines.ts). */
-  deadlines: Deadlines | null = null;
+  /** The deadline list it waits on (dial, queue or header), if any: deadlines.ts, which this only leaves. */
+  deadlines: { remove(conn: Connection): void } | null = null;
   deadline = 0;
   waitPrev: Connection | null = null;
   waitNext: Connection | null = null;
