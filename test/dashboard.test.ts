@@ -104,22 +104,28 @@ describe("dashboard page", () => {
     await waitFor(async () => (await backends(lb)).find((b) => b.address === two.address)?.status === "draining", 5000, "draining in GET /backends");
     await waitFor(async () => (await row(page, two.address).locator('button[data-state="drain"]').getAttribute("aria-pressed")) === "true", 5000, "drain shown as set");
     await waitFor(async () => /draining/.test(await row(page, two.address).locator(".pill").innerText()), 5000, "the draining pill");
+    // While draining, new connections go to the others only.
+    const totalOf = async (address: string) => (await backends(lb)).find((b) => b.address === address)!.total_connections;
+    const twoBefore = await totalOf(two.address);
+    for (let i = 0; i < 6; i++) assert.equal(await request(lb.port, `drained ${i}`), `drained ${i}`);
+    assert.equal(await totalOf(two.address), twoBefore, "no new connection to the drained backend");
     await row(page, two.address).locator('button[data-state="ready"]').click();
     await waitFor(async () => (await backends(lb)).find((b) => b.address === two.address)?.status === "up", 5000, "up again in GET /backends");
 
-    // Counts rise after traffic through the balancer.
+    // Counts rise after traffic through the balancer (36: the 6 sent while draining too).
     for (let i = 0; i < 30; i++) assert.equal(await request(lb.port, `hello ${i}`), `hello ${i}`);
     await waitFor(
       async () => {
         let total = 0;
         for (const b of echoes) total += Number((await cellText(page, b.address, "Total")).replace(/\D/g, ""));
-        return total === 30;
+        return total === 36;
       },
       6000,
-      "30 connections counted in the table",
+      "36 connections counted in the table",
     );
-    await waitFor(async () => Number((await page.locator("#tile-total").innerText()).replace(/\D/g, "")) >= 30, 6000, "accepted connections tile");
-    await waitFor(async () => (await page.locator("#tile-cps").innerText()) !== "–", 6000, "a connections/s figure");
+    await waitFor(async () => Number((await page.locator("#tile-total").innerText()).replace(/\D/g, "")) >= 36, 6000, "accepted connections tile");
+    await waitFor(async () => /[1-9]/.test(await page.locator("#tile-cps").innerText()), 6000, "a connections/s figure");
+    await waitFor(async () => /[1-9]/.test(await page.locator("#tile-bps").innerText()), 6000, "a bytes/s figure");
 
     // The charts open with the server's samples: history needs the token like the rest of the API.
     const history = await api<{ samples: unknown[] }>(lb, "GET", "/dashboard/history.json");
@@ -156,6 +162,23 @@ describe("dashboard page", () => {
     await page.setViewportSize({ width: 400, height: 800 });
     assert.match(await cellText(page, one.address, "Bytes out"), /\d/);
     assert.ok(await row(page, one.address).locator('td[data-label="Weight"]').isVisible());
+    await page.close();
+    assert.deepEqual(pageErrors, []);
+  });
+
+  it("keeps the charts live when the browser's clock is behind the server's", { timeout: 30_000 }, async () => {
+    const echo = await startEchoBackend();
+    const lb = await startBalancer({ discovery: { type: "static", backends: [{ address: echo.address }] } });
+    const page = await browser.newPage();
+    page.on("pageerror", (err) => pageErrors.push(err.message));
+    await page.addInitScript(() => {
+      const real = Date.now;
+      Date.now = () => real() - 10 * 60_000;
+    });
+    await page.goto(`${lb.api}/`);
+    await row(page, echo.address).waitFor();
+    for (let i = 0; i < 12; i++) assert.equal(await request(lb.port, `late ${i}`), `late ${i}`);
+    await waitFor(async () => Number((await page.locator("#tile-total").innerText()).replace(/\D/g, "")) === 12, 6000, "12 accepted, from a live sample");
     await page.close();
     assert.deepEqual(pageErrors, []);
   });

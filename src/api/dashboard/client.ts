@@ -337,10 +337,13 @@ export const CLIENT_JS = String.raw`
   });
 
   // ---- rates -------------------------------------------------------------------------
+  /** The server's clock minus this browser's, from the history (0 until it is read). */
+  var serverClockOffset = 0;
+
   async function refreshRates() {
     try {
       var text = await api("GET", "/metrics");
-      view.addSample(Object.assign({ t: Date.now() }, view.parseTotals(text)));
+      view.addSample(Object.assign({ t: Date.now() + serverClockOffset }, view.parseTotals(text)));
       view.drawCharts();
     } catch (e) {
       setLive(false, e.message);
@@ -350,6 +353,9 @@ export const CLIENT_JS = String.raw`
   async function loadHistory() {
     try {
       var h = await api("GET", "/dashboard/history.json");
+      // History is stamped by the server's clock: live samples follow it, or a browser
+      // clock behind the server's would make them look older and be dropped.
+      serverClockOffset = h.now - Date.now();
       h.samples.forEach(function (s) { view.addSample({ t: s.t, c: s.connections, bi: s.bytes_in, bo: s.bytes_out }); });
     } catch (e) {
       notice("error", "Could not load the last 15 minutes: " + e.message);
@@ -357,9 +363,11 @@ export const CLIENT_JS = String.raw`
   }
 
   // ---- main loop ----------------------------------------------------------------------
+  // Updates start every POLL_MS, however long the last one took (at once if longer).
   async function tick() {
+    var started = Date.now();
     await Promise.all([refreshBackends(), refreshRates()]);
-    setTimeout(tick, POLL_MS);
+    setTimeout(tick, Math.max(0, POLL_MS - (Date.now() - started)));
   }
 
   (async function main() {

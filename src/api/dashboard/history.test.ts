@@ -20,9 +20,11 @@ describe("CounterHistory", () => {
       now = n * 1000;
       await history.sample();
     }
-    const { samples, interval_ms, window_ms } = history.toJSON();
+    now = 6500;
+    const { samples, interval_ms, window_ms, now: servedAt } = history.toJSON();
     assert.equal(interval_ms, 1000);
     assert.equal(window_ms, 3000);
+    assert.equal(servedAt, 6500, "the server's clock when served");
     // Capacity is window/interval + 1: one sample older than the window gives its first rate.
     assert.deepEqual(
       samples.map((s) => [s.t, s.connections, s.bytes_in, s.bytes_out]),

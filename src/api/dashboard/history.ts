@@ -9,10 +9,15 @@ export interface Totals {
   bytesOut: number;
 }
 
-/** Served at /dashboard/history.json: oldest sample first, times in ms since the epoch. */
+/**
+ * Served at /dashboard/history.json: oldest sample first, times in ms since the epoch by
+ * this server's clock; `now` is that clock when served, so a page whose own clock differs
+ * can stamp its live samples on the same time line.
+ */
 export interface HistoryJson {
   interval_ms: number;
   window_ms: number;
+  now: number;
   samples: Array<{ t: number; connections: number; bytes_in: number; bytes_out: number }>;
 }
 
@@ -99,7 +104,7 @@ export class CounterHistory {
       const at = (this.head - this.size + i + capacity) % capacity;
       samples.push({ t: this.t[at]!, connections: this.connections[at]!, bytes_in: this.bytesIn[at]!, bytes_out: this.bytesOut[at]! });
     }
-    return { interval_ms: this.intervalMs, window_ms: this.windowMs, samples };
+    return { interval_ms: this.intervalMs, window_ms: this.windowMs, now: this.clock(), samples };
   }
 
   private push(t: number, totals: Totals): void {
