@@ -35,6 +35,8 @@ export const PATHS: readonly PathInfo[] = [
   // Another build of GoBalancer (BASELINE=a checkout with dist/ built), workers 1, in the
   // same rounds: before/after figures of a change measured side by side.
   { id: "gobalancer-baseline", label: "GoBalancer workers: 1, baseline build", role: "gobalancer", optional: true },
+  // The baseline build with the access log on: before/after figures of a change to the log.
+  { id: "gobalancer-baseline-access-log", label: "GoBalancer workers: 1, baseline build, access log on", role: "gobalancer", optional: true },
   { id: "haproxy", label: "HAProxy", role: "peer" },
   { id: "nginx", label: "nginx stream", role: "peer" },
 ];
@@ -216,14 +218,15 @@ function instanceStarter(info: PathInfo, tools: { node: string; haproxy: string;
     case "gobalancer-sockets":
     case "gobalancer-access-log":
     case "gobalancer-baseline":
+    case "gobalancer-baseline-access-log":
       return (sup, name, listenPort, backends) => {
         const dir = instanceDir(sup, name);
         const config = path.join(dir, "config.yaml");
         const workers = info.id === "gobalancer-auto" ? "auto" : 1;
         const dataPath = info.id === "gobalancer-sockets" ? "sockets" : undefined;
-        const accessLog = info.id === "gobalancer-access-log" ? path.join(dir, "access.log") : undefined;
+        const accessLog = info.id.endsWith("access-log") ? path.join(dir, "access.log") : undefined;
         writeFileSync(config, goBalancerConfig({ listenPort, backends, workers, dataPath, accessLog, stateFile: path.join(dir, "state.json") }));
-        const tree = info.id === "gobalancer-baseline" ? baselineTree() : REPO;
+        const tree = info.id.startsWith("gobalancer-baseline") ? baselineTree() : REPO;
         return sup.start(name, tools.node, [path.join(tree, "dist", "cli.js"), "--config", config], { nofile: NOFILE });
       };
     case "haproxy":
