@@ -5,7 +5,7 @@
  * string or array is made per address beyond the result.
  */
 
-const ascii = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0));
+export const ascii = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0));
 const COLON = 0x3a;
 const DOT = 0x2e;
 
@@ -159,6 +159,7 @@ export function writeNumber(out: Uint8Array, pos: number, value: number, base: n
   return end;
 }
 
-function readU16(data: Uint8Array, i: number): number {
+/** The big-endian 16-bit number at data[i, i + 2). */
+export function readU16(data: Uint8Array, i: number): number {
   return (data[i]! << 8) | data[i + 1]!;
 }
