@@ -89,6 +89,11 @@ export class EtcdMember {
     await exited;
   }
 
+  /** Sends the member's process a signal: SIGSTOP freezes it (its peers lose it, its port stays open), SIGCONT resumes it. */
+  signal(signal: "SIGSTOP" | "SIGCONT"): void {
+    this.proc?.kill(signal);
+  }
+
   /** Resolves once the member answers its health check; fails at once if it exits. */
   async healthy(timeoutMs = 30_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;

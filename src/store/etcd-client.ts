@@ -1,4 +1,6 @@
+import { createRequire } from "node:module";
 import type { Etcd3 } from "etcd3";
+import type { Interceptor } from "@grpc/grpc-js";
 
 export interface EtcdClientOptions {
   readonly endpoints: readonly string[];
@@ -26,23 +28,31 @@ export interface EtcdClient {
 /**
  * Makes an etcd3 client (Microsoft's, the maintained etcd v3 client for Node: gRPC
  * connections to every endpoint, authentication, the watch stream). Loaded here, on
- * first use, because loading it and gRPC takes a fifth of a second that replicas on a
- * state file should not pay at every start.
+ * first use, because loading it and gRPC is a noticeable part of start-up that replicas
+ * on a state file should not pay.
  *
  * Its own retry policy is off: the store knows which of its calls are safe to repeat.
  * Its per-endpoint circuit breaker is kept, shortened so that a member that comes back
  * is used again within a second.
+ *
+ * Every call carries etcd's require-leader metadata. A member cut off from the rest of
+ * its cluster stays up but can commit nothing and hears of no change: with the metadata
+ * it refuses calls at once ("no leader", before proposing anything, so a write it refuses
+ * is certainly not saved) and ends watch streams after a few election timeouts, so the
+ * follower lists again through a member that can answer instead of waiting, stale, on a
+ * watch that receives nothing.
  */
 export async function createEtcdClient(opts: EtcdClientOptions): Promise<EtcdClient> {
   const [{ Etcd3, isRecoverableError }, { circuitBreaker, ConsecutiveBreaker, handleWhen, isBrokenCircuitError, noop }] = await Promise.all([
     import("etcd3"),
     import("cockatiel"),
   ]);
+  const interceptors = [requireLeader()];
   const client = new Etcd3({
     hosts: [...opts.endpoints],
     ...(opts.username !== "" ? { auth: { username: opts.username, password: opts.password } } : {}),
     dialTimeout: opts.callTimeoutMs,
-    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + opts.callTimeoutMs }),
+    defaultCallOptions: (context) => (context.isStream ? { interceptors } : { deadline: Date.now() + opts.callTimeoutMs, interceptors }),
     grpcOptions: {
       // Notices a connection that went silent (a member on a lost host) without waiting
       // for TCP; etcd accepts pings down to every 5 s.
@@ -64,4 +74,20 @@ export async function createEtcdClient(opts: EtcdClientOptions): Promise<EtcdCli
       return isBrokenCircuitError(err) || /No connection established|ECONNREFUSED|etcdserver: no leader/.test(err.message);
     },
   };
+}
+
+/**
+ * A gRPC interceptor adding etcd's require-leader metadata ("hasleader: true") to a call.
+ * gRPC is taken from where etcd3 loads it, so the interceptor is of the very grpc-js that
+ * runs the calls (etcd3 has no option for extra metadata; call options take interceptors).
+ */
+function requireLeader(): Interceptor {
+  const grpc = createRequire(import.meta.resolve("etcd3"))("@grpc/grpc-js") as typeof import("@grpc/grpc-js");
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set("hasleader", "true");
+        next(metadata, listener);
+      },
+    });
 }
