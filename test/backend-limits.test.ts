@@ -163,44 +163,46 @@ describe("per-backend max_connections", () => {
     });
   }
 
-  it("queued clients are served in the order they arrived (workers: 1)", async () => {
-    const backend = await holdingBackend();
-    const lb = await limited(1, backend.server.address, 1, "10s");
-    const clients: Client[] = [];
-    for (let i = 0; i < 6; i++) {
-      clients.push(await client(lb.port, `c${i}`));
-      // Accepted (and so queued) before the next one connects.
-      await waitFor(async () => (await active(lb)) === i + 1, 3000, `client ${i} accepted`);
-    }
-    await waitFor(() => backend.ids.length === 1, 3000, "the first client served");
-    for (let i = 1; i < 6; i++) {
-      backend.release();
-      await waitFor(() => backend.ids.length === i + 1, 3000, `client ${i} served`);
-    }
-    assert.deepEqual(backend.ids, ["c0", "c1", "c2", "c3", "c4", "c5"]);
-    assert.equal(backend.peak, 1);
-  });
+  for (const workers of [1, 2]) {
+    it(`queued clients are served in the order they arrived, whichever thread took them (workers: ${workers})`, async () => {
+      const backend = await holdingBackend();
+      const lb = await limited(workers, backend.server.address, 1, "10s");
+      const clients: Client[] = [];
+      for (let i = 0; i < 6; i++) {
+        clients.push(await client(lb.port, `c${i}`));
+        // Accepted (and so queued) before the next one connects.
+        await waitFor(async () => (await active(lb)) === i + 1, 3000, `client ${i} accepted`);
+      }
+      await waitFor(() => backend.ids.length === 1, 3000, "the first client served");
+      for (let i = 1; i < 6; i++) {
+        backend.release();
+        await waitFor(() => backend.ids.length === i + 1, 3000, `client ${i} served`);
+      }
+      assert.deepEqual(backend.ids, ["c0", "c1", "c2", "c3", "c4", "c5"]);
+      assert.equal(backend.peak, 1);
+    });
 
-  it("a client that waits timeouts.queue in vain is closed and counted as queue_timeout", async () => {
-    const backend = await holdingBackend();
-    const lb = await limited(1, backend.server.address, 1, "500ms");
-    const first = await client(lb.port, "first");
-    await first.served;
-    const waiting = await client(lb.port, "waiting");
-    const openMs = await waiting.closed;
-    assert.ok(openMs >= 450 && openMs < 1500, `closed after ${Math.round(openMs)} ms, at the queue timeout`);
-    assert.equal(waiting.reply(), "", "never served");
-    assert.deepEqual(backend.ids, ["first"]);
-    assert.equal(await queueTimeouts(lb), 1);
-    const line = await lineOf(lb, waiting.port);
-    assert.deepEqual([line.termination, line.backend], ["queue_timeout", ""]);
-    // The first client is still served, and the place is free again once it is released.
-    assert.equal(first.socket.destroyed, false);
-    backend.release();
-    await first.closed;
-    const next = await client(lb.port, "next");
-    assert.equal(await next.served, "served next");
-  });
+    it(`a client that waits timeouts.queue in vain is closed and counted as queue_timeout (workers: ${workers})`, async () => {
+      const backend = await holdingBackend();
+      const lb = await limited(workers, backend.server.address, 1, "500ms");
+      const first = await client(lb.port, "first");
+      await first.served;
+      const waiting = await client(lb.port, "waiting");
+      const openMs = await waiting.closed;
+      assert.ok(openMs >= 450 && openMs < 1500, `closed after ${Math.round(openMs)} ms, at the queue timeout`);
+      assert.equal(waiting.reply(), "", "never served");
+      assert.deepEqual(backend.ids, ["first"]);
+      assert.equal(await queueTimeouts(lb), 1);
+      const line = await lineOf(lb, waiting.port);
+      assert.deepEqual([line.termination, line.backend], ["queue_timeout", ""]);
+      // The first client is still served, and the place is free again once it is released.
+      assert.equal(first.socket.destroyed, false);
+      backend.release();
+      await first.closed;
+      const next = await client(lb.port, "next");
+      assert.equal(await next.served, "served next");
+    });
+  }
 
   it("timeouts.queue 0: refused at once when every backend is full, counted as queue_timeout", async () => {
     const backend = await holdingBackend();

@@ -25,10 +25,20 @@ export const GLOBAL_ACTIVE = 0;
 export const GLOBAL_RR_TICKET = 1;
 /**
  * Bumped (and notified) whenever a connection to a backend with a connection limit ends,
- * so threads with clients queued for room wake up (see proxy/backend-queue.ts).
+ * or a thread's longest-waiting queued client changes, so threads with clients queued
+ * for room wake up and look again (see proxy/backend-queue.ts).
  */
 export const GLOBAL_ROOM_FREED = 2;
-const GLOBAL_FIELDS = 4;
+/** Tickets handed to clients joining the per-backend queue, by every thread (first come, first served). */
+export const GLOBAL_QUEUE_TICKET = 3;
+/** Clients waiting in the per-backend queue, over every thread. */
+export const GLOBAL_QUEUED = 4;
+/**
+ * From here, one field per thread: the ticket of that thread's longest-waiting queued
+ * client, 0 while it has none. A thread serves its first client only when no other
+ * thread's holds an earlier ticket, so the queue is first come, first served across threads.
+ */
+export const GLOBAL_QUEUE_HEADS = 5;
 
 /** Per-thread plane figures: accepted connections, then one count per termination cause. */
 const PLANE_ACCEPTED = 0;
@@ -73,9 +83,10 @@ export class CounterView {
   readonly global: Int32Array;
   private readonly stats: Float64Array;
   private readonly stripe: number;
-  private readonly threads: number;
+  /** How many threads share the counters, and which of them this view counts for. */
+  readonly threads: number;
   private readonly plane: Float64Array;
-  private readonly thread: number;
+  readonly thread: number;
   private readonly connectLayout: HistogramLayout;
   private readonly connectionLayout: HistogramLayout;
   private readonly connectTimes: Float64Array;
@@ -133,7 +144,7 @@ export class CounterView {
     return true;
   }
 
-  /** A limited backend's place freed: threads waiting for room are woken. */
+  /** A limited backend's place freed, or the queue's order moved on: threads waiting for room are woken. */
   roomFreed(): void {
     Atomics.add(this.global, GLOBAL_ROOM_FREED, 1);
     Atomics.notify(this.global, GLOBAL_ROOM_FREED);
@@ -184,7 +195,7 @@ export class CounterTable {
     const stats = new SharedArrayBuffer(INITIAL_SLOTS * threads * STATS_PER_SLOT * 8, {
       maxByteLength: MAX_SLOTS * threads * STATS_PER_SLOT * 8,
     });
-    const global = new SharedArrayBuffer(GLOBAL_FIELDS * 4);
+    const global = new SharedArrayBuffer((GLOBAL_QUEUE_HEADS + threads) * 4);
     const plane = new SharedArrayBuffer(threads * PLANE_FIELDS * 8);
     this.connectLayout = new HistogramLayout(CONNECT_SECONDS, threads);
     this.connectionLayout = new HistogramLayout(CONNECTION_SECONDS, threads);

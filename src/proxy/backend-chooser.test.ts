@@ -75,6 +75,57 @@ describe("BackendChooser with per-backend limits", () => {
   });
 });
 
+describe("BackendChooser queue across two threads", () => {
+  /** A chooser per thread over one shared table, one backend with max_connections 1. */
+  function twoThreads() {
+    const table = new CounterTable(2);
+    const slot = table.allocate();
+    const logger = pino({ level: "silent" });
+    const view: BackendView = { key: "10.0.0.2:80", host: "10.0.0.2", port: 80, weight: 1, slot, maxConnections: 1 };
+    const snapshot: Snapshot = { version: 1, routable: [view], total: 1, limited: true, ramping: false, onBackups: false };
+    const [zero, one] = [0, 1].map((thread) => {
+      const chooser = new BackendChooser({ algorithm: "round_robin", queueTimeoutMs: 2000, counters: new CounterView(table.buffers, thread), warn: new RateLimitedLog(logger), threaded: true });
+      chooser.setSnapshot(snapshot);
+      return chooser;
+    });
+    return { zero: zero!, one: one!, view };
+  }
+
+  it("a place freed on one thread goes to the client that came first, though it waits on the other", async () => {
+    const { zero, one, view } = twoThreads();
+    const log: string[] = [];
+    assert.equal(zero.acquire(fakeConnection("holder", log)), view);
+    assert.equal(one.acquire(fakeConnection("first", log)), null);
+    assert.equal(zero.acquire(fakeConnection("second", log)), null, "queued behind the first, on the other thread");
+    zero.release(view, 0, 0); // freed on thread 0, where "second" waits
+    await waitUntil(() => log.length > 0);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(log, ["first dequeued"]);
+    one.release(view, 0, 0);
+    await waitUntil(() => log.length > 1);
+    assert.deepEqual(log, ["first dequeued", "second dequeued"]);
+    zero.queue.stop();
+    one.queue.stop();
+  });
+
+  it("a client that leaves the queue hands the turn on to the other thread's next", async () => {
+    const { zero, one, view } = twoThreads();
+    const log: string[] = [];
+    assert.equal(zero.acquire(fakeConnection("holder", log)), view);
+    const gone = fakeConnection("gone", log);
+    assert.equal(one.acquire(gone), null);
+    assert.equal(zero.acquire(fakeConnection("next", log)), null);
+    assert.equal(zero.queue.anyWaiting, true);
+    gone.deadlines!.remove(gone); // what closing a queued connection does
+    zero.release(view, 0, 0);
+    await waitUntil(() => log.length > 0);
+    assert.deepEqual(log, ["next dequeued"]);
+    assert.equal(one.queue.anyWaiting, false, "nobody counted as waiting any more");
+    zero.queue.stop();
+    one.queue.stop();
+  });
+});
+
 async function waitUntil(check: () => boolean, timeoutMs = 1000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {

@@ -42,7 +42,7 @@ export class BackendChooser {
     this.picker = createPicker(opts.algorithm, [], this.context);
     this.queue = new BackendQueue({
       timeoutMs: opts.queueTimeoutMs,
-      global: opts.counters.global,
+      counters: opts.counters,
       findRoom: (conn) => this.pickWithRoom(conn),
       expired: (conn) => conn.close(QUEUE_TIMEOUT),
     });
@@ -81,10 +81,10 @@ export class BackendChooser {
   acquire(conn: Connection): BackendView | undefined | null {
     const first = conn.attempt === 0;
     const limited = this.snapshot?.limited === true;
-    // First come, first served: while others wait for room, a newcomer waits behind them,
-    // even when a place is free now: one freed on another thread is theirs, and the wake-up
-    // that serves them (backend-queue.ts) is on its way.
-    if (limited && first && this.queue.size > 0 && this.queue.timeout > 0) {
+    // First come, first served: while others wait for room (on any thread), a newcomer
+    // waits behind them, even when a place is free now: it is theirs, and the wake-up that
+    // serves them (backend-queue.ts) is on its way.
+    if (limited && first && this.queue.timeout > 0 && this.queue.anyWaiting) {
       this.queue.add(conn);
       return null;
     }

@@ -1,23 +1,49 @@
-import { GLOBAL_ROOM_FREED } from "../pool/counters.ts";
+import { GLOBAL_QUEUE_HEADS, GLOBAL_QUEUE_TICKET, GLOBAL_QUEUED, GLOBAL_ROOM_FREED, type CounterView } from "../pool/counters.ts";
 import type { BackendView } from "../pool/pool.ts";
 import type { Connection } from "./connection.ts";
 import { Deadlines } from "./deadlines.ts";
+
+/**
+ * The waiting list, which also hears of every client that leaves it (served, expired, or
+ * gone: a connection closing takes itself off whatever list it is on, deadlines.ts).
+ */
+class WaitingList extends Deadlines {
+  private readonly left: (conn: Connection, wasFirst: boolean) => void;
+
+  constructor(timeoutMs: number, expired: (conn: Connection) => void, left: (conn: Connection, wasFirst: boolean) => void) {
+    super(timeoutMs, expired);
+    this.left = left;
+  }
+
+  override remove(conn: Connection): void {
+    if (conn.deadlines !== this) return;
+    const wasFirst = this.first === conn;
+    super.remove(conn);
+    this.left(conn, wasFirst);
+  }
+}
 
 /**
  * Clients waiting for room: every routable backend was at its `max_connections` when
  * they arrived. They wait first come, first served, up to `timeouts.queue`, and are
  * dialled as soon as a place frees on a backend (on this thread or another one).
  *
- * A place freed on this thread is seen at once. One freed on another thread is seen
- * through a shared counter that every such close bumps and notifies (counters.ts
- * roomFreed): while clients wait here, this thread waits on it with Atomics.waitAsync,
- * one wait at a time however many clients are queued. Each thread keeps its own queue:
- * first come, first served holds among the clients of one thread, and the kernel spreads
- * clients over threads evenly.
+ * Each thread keeps its own list, and the order holds across threads: a client joining
+ * takes a ticket from a counter every thread shares, each thread publishes the ticket of
+ * its longest-waiting client (counters.ts GLOBAL_QUEUE_HEADS), and a thread dials its
+ * first client only while no other thread's first holds an earlier ticket. Whatever could
+ * change who goes next (a place freed on a limited backend, a thread's first client
+ * served, expired or gone) bumps a shared counter and notifies it; while clients wait
+ * here, this thread waits on it with Atomics.waitAsync, one wait at a time however many
+ * are queued, and looks again when woken. None of this runs while nobody is queued.
  */
 export class BackendQueue {
-  private readonly waiting: Deadlines;
+  private readonly waiting: WaitingList;
   private readonly global: Int32Array;
+  private readonly counters: CounterView;
+  private readonly headField: number;
+  /** Each waiting client's ticket (the list holds them in ticket order). */
+  private readonly tickets = new Map<Connection, number>();
   private readonly findRoom: (conn: Connection) => BackendView | undefined;
   private timeoutMs: number;
   private waitingOnOthers = false;
@@ -37,14 +63,16 @@ export class BackendQueue {
    */
   constructor(opts: {
     timeoutMs: number;
-    global: Int32Array;
+    counters: CounterView;
     findRoom: (conn: Connection) => BackendView | undefined;
     expired: (conn: Connection) => void;
   }) {
     this.timeoutMs = opts.timeoutMs;
-    this.global = opts.global;
+    this.counters = opts.counters;
+    this.global = opts.counters.global;
+    this.headField = GLOBAL_QUEUE_HEADS + opts.counters.thread;
     this.findRoom = opts.findRoom;
-    this.waiting = new Deadlines(opts.timeoutMs, opts.expired);
+    this.waiting = new WaitingList(opts.timeoutMs, opts.expired, (conn, wasFirst) => this.left(conn, wasFirst));
   }
 
   /** 0: no queue, a client that finds every backend full is refused at once. */
@@ -57,14 +85,28 @@ export class BackendQueue {
     this.waiting.setTimeout(ms);
   }
 
+  /** Clients waiting on this thread. */
   get size(): number {
     return this.waiting.size;
   }
 
-  /** `conn` found every backend full: it waits for room. */
+  /** Whether any client waits, on any thread: a newcomer then queues behind them. */
+  get anyWaiting(): boolean {
+    return this.waiting.size > 0 || Atomics.load(this.global, GLOBAL_QUEUED) > 0;
+  }
+
+  /**
+   * `conn` waits for room: every backend was full, or others were waiting. It is looked
+   * at once, since a place may be free already for whoever holds the earliest ticket.
+   */
   add(conn: Connection): void {
+    let ticket = (Atomics.add(this.global, GLOBAL_QUEUE_TICKET, 1) + 1) | 0;
+    if (ticket === 0) ticket = (Atomics.add(this.global, GLOBAL_QUEUE_TICKET, 1) + 1) | 0; // 0 means "none"
+    this.tickets.set(conn, ticket);
     this.waiting.add(conn);
-    this.watchOthers(Atomics.load(this.global, GLOBAL_ROOM_FREED));
+    Atomics.add(this.global, GLOBAL_QUEUED, 1);
+    if (this.waiting.first === conn) this.publishFirst();
+    this.roomFreed();
   }
 
   /** A place may have freed (a connection ended here, or the backends changed). */
@@ -75,11 +117,12 @@ export class BackendQueue {
     queueMicrotask(this.serveSoon);
   }
 
-  /** Dials queued clients in order while there is room for the first of them. */
+  /** Dials queued clients in order while the first of them goes first everywhere and has room. */
   private serve(): void {
-    // Read before looking for room, so a place freed after the look wakes the wait below.
+    // Read before looking, so a change made after the look wakes the wait below.
     const seen = Atomics.load(this.global, GLOBAL_ROOM_FREED);
     for (let conn = this.waiting.first; conn !== null; conn = this.waiting.first) {
+      if (!this.goesFirst(this.tickets.get(conn)!)) break;
       const view = this.findRoom(conn);
       if (view === undefined) break;
       this.waiting.remove(conn);
@@ -88,16 +131,41 @@ export class BackendQueue {
     this.watchOthers(seen);
   }
 
+  /** Whether no other thread's first client holds an earlier ticket (tickets wrap: compared by difference). */
+  private goesFirst(ticket: number): boolean {
+    for (let t = 0; t < this.counters.threads; t++) {
+      const field = GLOBAL_QUEUE_HEADS + t;
+      if (field === this.headField) continue;
+      const other = Atomics.load(this.global, field);
+      if (other !== 0 && ((other - ticket) | 0) < 0) return false;
+    }
+    return true;
+  }
+
+  /** A client left the list (dialled, expired, closed): counted off, and the next one published. */
+  private left(conn: Connection, wasFirst: boolean): void {
+    this.tickets.delete(conn);
+    Atomics.sub(this.global, GLOBAL_QUEUED, 1);
+    if (wasFirst) this.publishFirst();
+  }
+
+  /** Shows the other threads this thread's first ticket, and wakes those waiting on it. */
+  private publishFirst(): void {
+    const first = this.waiting.first;
+    Atomics.store(this.global, this.headField, first === null ? 0 : this.tickets.get(first)!);
+    this.counters.roomFreed();
+  }
+
   /**
-   * Waits (without blocking) for another thread to free a place, unless already waiting
-   * or nobody is queued. The wait is bounded by the queue timeout, so no wait outlives
-   * the clients it is for.
+   * Waits (without blocking) for another thread to free a place or move the queue on,
+   * unless already waiting or nobody is queued. The wait is bounded by the queue timeout,
+   * so no wait outlives the clients it is for.
    */
   private watchOthers(seen: number): void {
     if (this.waitingOnOthers || this.waiting.size === 0) return;
     const wait = Atomics.waitAsync(this.global, GLOBAL_ROOM_FREED, seen, this.timeoutMs);
     if (!wait.async) {
-      // Changed since `seen`: room freed meanwhile.
+      // Changed since `seen`: room freed, or the order moved on, meanwhile.
       this.roomFreed();
       return;
     }
