@@ -1,5 +1,4 @@
-type Json = Record<string, unknown>;
-const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
+import { isObject, type Json } from "./json.ts";
 
 /**
  * One line for a failed call to a discovery backend, for the `err` field of a log line:

@@ -1,6 +1,7 @@
 import { isIP } from "node:net";
 import { formatHostPort, parseHostPort } from "../pool/address.ts";
 import type { DesiredBackend } from "../pool/pool.ts";
+import { isObject } from "./json.ts";
 
 // Kubernetes discovery's rules, on plain data: the API's objects are converted here at the
 // boundary (sliceFacts, resourceVersionOf, watchError), and the desired set follows from
@@ -32,8 +33,6 @@ export interface SliceFacts {
   readonly endpoints: readonly SliceEndpoint[];
 }
 
-type Json = Record<string, unknown>;
-const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
 const optionalBool = (v: unknown): boolean | undefined => (typeof v === "boolean" ? v : undefined);
 
 /**
