@@ -23,6 +23,8 @@ export interface EtcdClient {
    * have come after etcd committed the change.
    */
   neverSent(err: unknown): boolean;
+  /** A member refused the call for want of a leader (one is being elected, or it is cut off): never sent. */
+  noLeader(err: unknown): boolean;
 }
 
 /**
@@ -73,6 +75,7 @@ export async function createEtcdClient(opts: EtcdClientOptions): Promise<EtcdCli
       if (!(err instanceof Error)) return false;
       return isBrokenCircuitError(err) || /No connection established|ECONNREFUSED|etcdserver: no leader/.test(err.message);
     },
+    noLeader: (err) => err instanceof Error && /etcdserver: no leader/.test(err.message),
   };
 }
 

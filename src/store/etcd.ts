@@ -31,6 +31,11 @@ export interface EtcdStoreOptions {
 
 /** Quick attempts at a write that never reached etcd before answering that it is unreachable. */
 const UNSENT_ATTEMPTS = 3;
+/**
+ * How long a write that members refuse for want of a leader (see etcd-client.ts) is tried
+ * again: about an etcd leader election at etcd's default timings.
+ */
+const LEADERLESS_MS = 2000;
 const WRITE_BACKOFF: Backoff = { initialMs: 50, maxMs: 1000 };
 
 /**
@@ -44,9 +49,9 @@ const WRITE_BACKOFF: Backoff = { initialMs: 50, maxMs: 1000 };
  * with the effect of once (a create carries the id of its request and recognises itself
  * if an earlier attempt did commit), so a write whose outcome is unknown is retried until
  * etcd says how it ended; a write that never reached etcd is refused after a few quick
- * attempts. A refusal (StoreUnavailableError) is only ever given for a write that is
- * certainly not committed; a write that was sent and never answered within resolveMs
- * ends as StoreOutcomeUnknownError, which says so, since etcd may still commit it.
+ * attempts (for a leader election's time when members answer that they have none). A refusal (StoreUnavailableError) is only ever given for a
+ * write that is certainly not committed; a write that was sent and never answered within
+ * resolveMs ends as StoreOutcomeUnknownError, which says so: etcd may still commit it.
  */
 export class EtcdStore implements SharedStore {
   readonly name = "etcd";
@@ -111,7 +116,8 @@ export class EtcdStore implements SharedStore {
         const transient = etcd.isTransient(err);
         if (transient) unsure ||= !etcd.neverSent(err);
         const delay = backoffDelay(WRITE_BACKOFF, attempt);
-        const outOfTime = unsure ? Date.now() + delay - started > this.resolveMs : attempt >= UNSENT_ATTEMPTS;
+        const elapsed = Date.now() + delay - started;
+        const outOfTime = unsure ? elapsed > this.resolveMs : etcd.noLeader(err) ? elapsed > LEADERLESS_MS : attempt >= UNSENT_ATTEMPTS;
         if (!transient || outOfTime || this.lifetime.signal.aborted) {
           // A refusal of a later attempt says nothing of an earlier one that went unanswered.
           if (unsure) throw this.unknown(write, err);
