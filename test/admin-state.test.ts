@@ -30,9 +30,13 @@ async function get(lb: BalancerProcess, address: string): Promise<BackendJson> {
 
 describe("admin state", () => {
   for (const workers of [1, 2]) {
-    it(`drain: no new connections, open ones carry on; ready: back in rotation (workers: ${workers})`, async () => {
+    it(`drain: no new connections, open ones carry on, health checks go on; ready: back in rotation (workers: ${workers})`, async () => {
       const [a, b] = await Promise.all([startEchoBackend(), startEchoBackend()]);
-      const lb = await startBalancer({ workers, discovery: { type: "static", backends: [{ address: a.address }, { address: b.address }] } });
+      const lb = await startBalancer({
+        workers,
+        health_check: { interval: "100ms", timeout: "500ms" },
+        discovery: { type: "static", backends: [{ address: a.address }, { address: b.address }] },
+      });
       const open = await connect(lb.port); // round robin: the first connection goes to a
       await roundTrip(open);
 
@@ -47,6 +51,10 @@ describe("admin state", () => {
       // The open connection to a still works.
       assert.equal(await roundTrip(open, "still here"), "still here");
       open.destroy();
+      // Checks go on while drained: the last check time keeps moving.
+      const checked = (await get(lb, a.address)).last_checked_at;
+      assert.notEqual(checked, null);
+      await waitFor(async () => (await get(lb, a.address)).last_checked_at !== checked, 3000, "a check while drained");
 
       const ready = await put(lb, a.address, { state: "ready" });
       assert.deepEqual([ready.body.state, ready.body.status], ["ready", "up"]);
@@ -55,23 +63,31 @@ describe("admin state", () => {
     });
   }
 
-  it("maint: health checks pause, and start again on ready", async () => {
-    const echo = await startEchoBackend();
-    const lb = await startBalancer({
-      health_check: { interval: "100ms", timeout: "500ms" },
-      discovery: { type: "static", backends: [{ address: echo.address }] },
+  for (const workers of [1, 2]) {
+    it(`maint: health checks pause, an open connection carries on, and checks start again on ready (workers: ${workers})`, async () => {
+      const echo = await startEchoBackend();
+      const lb = await startBalancer({
+        workers,
+        health_check: { interval: "100ms", timeout: "500ms" },
+        discovery: { type: "static", backends: [{ address: echo.address }] },
+      });
+      await waitFor(async () => (await get(lb, echo.address)).last_checked_at !== null, 3000, "a first check");
+      const open = await connect(lb.port);
+      assert.equal(await roundTrip(open, "before"), "before");
+      const maint = await put(lb, echo.address, { state: "maint" });
+      assert.deepEqual([maint.body.state, maint.body.status], ["maint", "draining"]);
+      const frozen = (await get(lb, echo.address)).last_checked_at;
+      await new Promise((r) => setTimeout(r, 600));
+      assert.equal((await get(lb, echo.address)).last_checked_at, frozen, "no check while in maint");
+      assert.equal(await request(lb.port).catch(() => ""), "", "no backend takes a new connection");
+      assert.equal(await roundTrip(open, "during"), "during", "the open connection carries on");
+      await put(lb, echo.address, { state: "ready" });
+      await waitFor(async () => (await get(lb, echo.address)).last_checked_at !== frozen, 3000, "checks again after ready");
+      assert.equal(await request(lb.port, "back"), "back");
+      assert.equal(await roundTrip(open, "after"), "after");
+      open.destroy();
     });
-    await waitFor(async () => (await get(lb, echo.address)).last_checked_at !== null, 3000, "a first check");
-    const maint = await put(lb, echo.address, { state: "maint" });
-    assert.deepEqual([maint.body.state, maint.body.status], ["maint", "draining"]);
-    const frozen = (await get(lb, echo.address)).last_checked_at;
-    await new Promise((r) => setTimeout(r, 600));
-    assert.equal((await get(lb, echo.address)).last_checked_at, frozen, "no check while in maint");
-    assert.equal(await request(lb.port).catch(() => ""), "", "no backend takes the connection");
-    await put(lb, echo.address, { state: "ready" });
-    await waitFor(async () => (await get(lb, echo.address)).last_checked_at !== frozen, 3000, "checks again after ready");
-    assert.equal(await request(lb.port, "back"), "back");
-  });
+  }
 
   it("a weight of null clears the override; states and weights survive a restart", async () => {
     const echo = await startEchoBackend();
