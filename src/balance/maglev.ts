@@ -133,8 +133,12 @@ const STEP = 4096;
 const OBJECTS = (1 << 11) - 1;
 /** Iterations of a simple loop over typed arrays between two yields, minus one (a mask). */
 const LOOP = (1 << 15) - 1;
-/** Elements written between two yields when filling (and so first touching) an array. */
-const CHUNK = 1 << 15;
+/**
+ * Elements written between two yields when filling (and so first touching) an array: a
+ * simple loop's worth (LOOP). A slice of work, not chunks.ts's storage chunk, though the
+ * two happen to be the same size.
+ */
+const FILL_STEP = LOOP + 1;
 
 /** Room for a set of `n`, with headroom so that growing by a few backends does not reallocate. */
 function roomFor(n: number): number {
@@ -143,8 +147,8 @@ function roomFor(n: number): number {
 
 /** `array` filled with `value` over [0, end), a chunk per yield. */
 function* fill<T extends Int32Array | Uint32Array | Uint8Array>(array: T, value: number, end: number): Generator<void, T, void> {
-  for (let at = 0; at < end; at += CHUNK) {
-    array.fill(value, at, Math.min(end, at + CHUNK));
+  for (let at = 0; at < end; at += FILL_STEP) {
+    array.fill(value, at, Math.min(end, at + FILL_STEP));
     yield;
   }
   return array;
