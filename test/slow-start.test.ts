@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { afterEach, describe, it } from "node:test";
-import { cleanup, startBalancer, startNamedBackend, waitFor, type BalancerProcess, type TestServer } from "./harness.ts";
+import { cleanup, startBalancer, startNamedBackend, startServer, waitFor, type BalancerProcess, type TestServer } from "./harness.ts";
 
 afterEach(cleanup);
 
@@ -159,6 +159,52 @@ describe("slow start", () => {
     // a has three times b's weight throughout: three quarters of what does not go to c.
     const others = samples.filter((s) => s.backend !== "c");
     assertFollows(windows(others, "a", () => 0.75, until), "weighted, a against b");
+  });
+
+  it("least_connections: the new backend holds its ramped share of the connections open at once", async () => {
+    // least_connections sends each connection to the fewest open per unit of weight, so
+    // the ramp (weight × share) shows in how many connections a backend holds at once:
+    // a batch of held connections splits 10 : 10 : s over a, b and the new c. (Short
+    // connections one at a time leave every count at 0, and idle backends take turns.)
+    const names = ["a", "b", "c"] as const;
+    const [a, b, c] = await Promise.all(names.map((n) => startServer((socket) => {
+      socket.write(n);
+      socket.on("end", () => socket.end()); // the client leaving closes it here too
+    })));
+    const lb = await startBalancer({ algorithm: "least_connections", slow_start: "3s", health_check: { interval: "1h" }, discovery: staticBackends([a!, b!]) });
+    const t0 = await add(lb, { address: c!.address });
+    const N = 40;
+    const batch = async (): Promise<{ from: number; to: number; onC: number }> => {
+      const from = performance.now() - t0;
+      const held: net.Socket[] = [];
+      let onC = 0;
+      for (let i = 0; i < N; i++) {
+        // Each is answered, so counted on its backend, before the next one is picked.
+        const socket = net.connect({ port: lb.port, host: "127.0.0.1" });
+        held.push(socket);
+        const name = await new Promise<string>((resolve, reject) => {
+          socket.once("data", (d: Buffer) => resolve(d.toString()));
+          socket.once("error", reject);
+        });
+        if (name === "c") onC++;
+      }
+      const to = performance.now() - t0;
+      for (const socket of held) socket.destroy();
+      await waitFor(async () => (await list(lb)).every((x) => (x as BackendJson & { active_connections: number }).active_connections === 0), 3000, "the batch closed");
+      return { from, to, onC };
+    };
+    const expected = (t: number) => share(t) / (20 + share(t));
+    const seen: string[] = [];
+    for (const at of [100, 1500, 2600, SLOW_START_MS + 300]) {
+      await new Promise((r) => setTimeout(r, Math.max(0, at - (performance.now() - t0))));
+      const { from, to, onC } = await batch();
+      const observed = onC / N;
+      // The split follows the weights at the end of the batch; a step may fall inside it.
+      const low = Math.min(expected(from), expected(to)) - TOLERANCE;
+      const high = Math.max(expected(from), expected(to)) + TOLERANCE;
+      seen.push(`${Math.round(from)}-${Math.round(to)}ms: c ${onC}/${N}, expected ${(N * expected(from)).toFixed(1)}-${(N * expected(to)).toFixed(1)}`);
+      assert.ok(observed >= low && observed <= high, seen.join("\n"));
+    }
   });
 
   it("a backend that comes back up after being down ramps again (workers: 2, each thread ramps it)", async () => {
