@@ -100,21 +100,27 @@ describe("reload", () => {
   it("an open 100 MB transfer completes intact across three reloads", async () => {
     const [echo, other] = await Promise.all([startEchoBackend(), startEchoBackend()]);
     const lb = await startBalancer(staticOf(echo));
-    let received = 0;
-    const transfer = echoTransfer(lb.port, 100, async (i) => {
-      // Pace the first part so the reloads land while bytes are in flight.
-      received = i;
-      if (i < 30) await new Promise((r) => setTimeout(r, 10));
-    });
     const variants = [
       { algorithm: "least_connections", ...staticOf(echo, other) },
       { algorithm: "round_robin", retries: 1, timeouts: { idle: "5m" }, ...staticOf(other) },
       { algorithm: "ip_hash", ...staticOf(echo, other) },
     ];
+    let written = 0; // mebibytes handed to the socket so far
+    let reloaded = 0;
+    let finished = false;
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const transfer = echoTransfer(lb.port, 100, async (i) => {
+      written = i;
+      // Paced while the reloads run (two seconds at least for the 100 MiB), so each can
+      // land with bytes in flight; a reload that waited for open connections would not.
+      if (reloaded < variants.length) await sleep(20);
+    }).finally(() => (finished = true));
     for (const variant of variants) {
-      await waitFor(() => received > 0 && received < 90, 10_000, "the transfer under way");
+      await waitFor(() => written > 0, 10_000, "the transfer under way");
       rewrite(lb, variant);
       await sighup(lb);
+      reloaded++;
+      assert.ok(!finished && written < 99, `reload ${reloaded} acknowledged while the transfer ran (${written + 1} MiB of 100 written)`);
     }
     const { receivedBytes, intact } = await transfer;
     assert.equal(receivedBytes, 100 << 20);
@@ -171,7 +177,7 @@ describe("reload", () => {
     });
   }
 
-  it("a listen address that cannot be bound changes nothing", async () => {
+  it("a listen address that cannot be bound changes nothing (one taken by another process, or overlapping the current one)", async () => {
     const a = await startNamedBackend("a");
     const b = await startNamedBackend("b");
     const lb = await startBalancer(staticOf(a));
@@ -187,6 +193,13 @@ describe("reload", () => {
     } finally {
       taken.close();
     }
+    // The same port on every interface, which includes the address in use: one listener
+    // (workers: 1) cannot bind it beside the old one, so that move is refused too.
+    rewrite(lb, { listen: `:${lb.port}`, ...staticOf(b) });
+    const overlap = await postReload(lb);
+    assert.equal(overlap.status, 400);
+    assert.match(String(overlap.body.error), new RegExp(`reload refused, nothing changed: listen :${lb.port}: address already in use`));
+    assert.equal((await request(lb.port)).trim(), "a", "still listening where it was");
   });
 
   it("settings that need a restart are named in a warning and left as they were; timeouts apply to new connections", async () => {
