@@ -63,7 +63,7 @@ export class BackendChooser {
 
   /**
    * A reload changed the algorithm: a picker for it over the current snapshot (the old
-   * picker is reused only where it is of the new algorithm's kind, see balance/registry.ts).
+   * picker is reused only where its own fromPrevious accepts it).
    */
   setAlgorithm(algorithm: Algorithm): void {
     if (algorithm === this.algorithm) return;
