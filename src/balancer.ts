@@ -234,6 +234,8 @@ export class Balancer {
     const { applied, needRestart, config: next } = configDifferences(this.config, loaded);
     const previous = this.config;
     // What can fail comes first, so a failure leaves everything as it was.
+    const exposed = exposureProblem(next.api);
+    if (exposed !== undefined) return this.refuse(exposed);
     let accessLog: AccessLog | null = null;
     try {
       if (this.dataPlane instanceof DataPlane) accessLog = openAccessLog(next.accessLog, this.log);
@@ -253,6 +255,7 @@ export class Balancer {
     }
     this.config = next;
     this.log.level = next.log.level;
+    if (next.api.token !== previous.api.token) this.api.setToken(next.api.token);
     this.health.configure(next.healthCheck);
     this.pool.setSlowStart(slowStartOf(next));
     if (this.dataPlane instanceof DataPlane) this.dataPlane.configure(planeSettings(next), accessLog);

@@ -36,8 +36,8 @@ function rewrite(lb: BalancerProcess, config: Record<string, unknown>): void {
   writeFileSync(path.join(lb.dir, "config.yaml"), stringify(full));
 }
 
-async function postReload(lb: BalancerProcess): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(`${lb.api}/reload`, { method: "POST" });
+async function postReload(lb: BalancerProcess, token?: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(`${lb.api}/reload`, { method: "POST", headers: token ? { authorization: `Bearer ${token}` } : {} });
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
@@ -162,7 +162,7 @@ describe("reload: each setting takes effect", () => {
     assert.ok(toB >= 1 && toB <= 6, `b got ${toB} of 33`);
   });
 
-  it("api.listen, api.token and state_store are named in the warning and left as they were", async () => {
+  it("api.listen and state_store are named in the warning and left as they were; api.token applies", async () => {
     const echo = await startEchoBackend();
     const lb = await startBalancer(backends({ address: echo.address }));
     const newApiPort = await freePort();
@@ -174,17 +174,37 @@ describe("reload: each setting takes effect", () => {
     });
     const res = await postReload(lb);
     assert.equal(res.status, 200);
-    assert.deepEqual(res.body.need_restart, ["api.listen", "api.token", "state_store"]);
-    assert.deepEqual(res.body.applied, ["retries"]);
+    assert.deepEqual(res.body.need_restart, ["api.listen", "state_store"]);
+    assert.deepEqual(res.body.applied, ["retries", "api.token"]);
     const warning = await lb.waitForLog((l) => l.msg.startsWith("reload: these settings need a restart"));
-    assert.deepEqual(warning.keys, ["api.listen", "api.token", "state_store"]);
+    assert.deepEqual(warning.keys, ["api.listen", "state_store"]);
     assert.ok(!JSON.stringify(lb.logs).includes("changed-by-reload"), "the token is never logged");
-    // The API stays where it was, without a token; nothing listens on the new address.
+    // The API stays where it was; nothing listens on the new address.
     assert.equal(await accepts(newApiPort), false);
-    const put = await fetch(`${lb.api}/backends/${echo.address}`, { method: "PUT", headers: { "content-type": "application/json" }, body: '{"weight": 4}' });
-    assert.equal(put.status, 200);
+    // The new token is needed from now on.
+    const put = (token?: string) =>
+      fetch(`${lb.api}/backends/${echo.address}`, {
+        method: "PUT",
+        headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        body: '{"weight": 4}',
+      });
+    assert.equal((await put()).status, 401);
+    assert.equal((await put("changed-by-reload")).status, 200);
     // ...and changes are still kept in the state file, not in etcd.
     const saved = JSON.parse(readFileSync(path.join(lb.dir, "state.json"), "utf8")) as { weights: Array<{ weight: number }> };
     assert.deepEqual(saved.weights.map((w) => w.weight), [4]);
+  });
+
+  it("refuses a reload that would leave an API on every interface without a token", async () => {
+    const echo = await startEchoBackend();
+    const api = { listen: "0.0.0.0:0", token: "first" };
+    const lb = await startBalancer({ api, ...backends({ address: echo.address }) });
+    rewrite(lb, { api: { ...api, listen: `0.0.0.0:${lb.apiPort}`, token: "" }, ...backends({ address: echo.address }) });
+    const res = await postReload(lb, "first");
+    assert.equal(res.status, 400);
+    assert.match(String(res.body.error), /not loopback, without a token/);
+    // Nothing changed: the old token is still required.
+    assert.equal((await fetch(`${lb.api}/backends`)).status, 401);
+    assert.equal((await fetch(`${lb.api}/backends`, { headers: { authorization: "Bearer first" } })).status, 200);
   });
 });

@@ -24,6 +24,11 @@ const notFound = { description: "No backend at that address", schema: errorBody 
 const tooLong = { description: "Address in the path longer than any host:port", schema: errorBody };
 const saveFailed = { description: "The state file could not be written; the change was undone", schema: errorBody };
 const storeUnavailable = { description: "The shared state store (etcd) could not be reached or refused the change; nothing was changed", schema: errorBody };
+const outcomeUnknown = {
+  description:
+    "With a shared state store (etcd): the change was sent and etcd never said whether it committed it; it may apply. Once etcd answers, GET /backends/{address} shows which",
+  schema: errorBody,
+};
 
 export const ROUTES = {
   health: {
@@ -56,6 +61,7 @@ export const ROUTES = {
       415: { description: "Body is not application/json", schema: errorBody },
       500: saveFailed,
       503: storeUnavailable,
+      504: outcomeUnknown,
     },
   },
   getBackend: {
@@ -82,6 +88,7 @@ export const ROUTES = {
       415: { description: "Body is not application/json", schema: errorBody },
       500: saveFailed,
       503: storeUnavailable,
+      504: outcomeUnknown,
     },
   },
   deleteBackend: {
@@ -98,6 +105,7 @@ export const ROUTES = {
       414: tooLong,
       500: saveFailed,
       503: storeUnavailable,
+      504: outcomeUnknown,
     },
   },
   reload: {

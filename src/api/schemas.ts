@@ -101,7 +101,7 @@ export const reloadBody = z
   .strictObject({
     status: z.literal("reloaded"),
     applied: z.array(z.string()).meta({ description: "Top-level config keys whose change was applied" }),
-    need_restart: z.array(z.string()).meta({ description: "Changed keys left as they were: they need a restart (workers, data_path, api, state_file, state_store, log.format)" }),
+    need_restart: z.array(z.string()).meta({ description: "Changed keys left as they were: they need a restart (workers, data_path, api.listen, state_file, state_store, log.format)" }),
   })
   .meta({ id: "Reloaded" });
 

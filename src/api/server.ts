@@ -68,9 +68,10 @@ class InputError extends Error {
 export class ApiServer {
   private readonly app: FastifyInstance;
   private readonly opts: ApiServerOptions;
-  private readonly auth: BearerAuth;
+  /** Replaced by setToken (a reload); read per request. */
+  private auth: BearerAuth;
   private readonly limits: ApiLimits;
-  private readonly openapi: Record<string, unknown>;
+  private openapi: Record<string, unknown>;
   private readonly dashboard: Dashboard;
 
   constructor(opts: ApiServerOptions) {
@@ -148,6 +149,15 @@ export class ApiServer {
       }
     });
     this.routes();
+  }
+
+  /**
+   * A reload changed api.token: requests from now on need the new one ("" for none).
+   * Requests already past the check are not affected.
+   */
+  setToken(token: string): void {
+    this.auth = new BearerAuth(token);
+    this.openapi = buildOpenApi(ROUTES, { bearerAuth: this.auth.enabled });
   }
 
   /** Binds `api.listen`; resolves with the bound address. */

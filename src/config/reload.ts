@@ -16,14 +16,13 @@ export type ReloadResult =
 const RESTART_ONLY: ReadonlyArray<keyof Config> = ["workers", "dataPath", "stateFile", "stateStore"];
 
 /**
- * The API's settings, each named on its own: the API server binds its address and builds
- * its authentication (and the OpenAPI document's security section) once, when it starts,
- * so every one of them needs a restart.
+ * The API's settings, each named on its own. Its listener is bound once, at start, so
+ * `api.listen` needs a restart; the token (and whether none is allowed) a reload applies.
  */
-const API_KEYS: Record<keyof Config["api"], string> = {
-  listen: "api.listen",
-  token: "api.token",
-  allowUnauthenticated: "api.allow_unauthenticated",
+const API_KEYS: Record<keyof Config["api"], { key: string; reload: boolean }> = {
+  listen: { key: "api.listen", reload: false },
+  token: { key: "api.token", reload: true },
+  allowUnauthenticated: { key: "api.allow_unauthenticated", reload: true },
 };
 
 export interface ConfigDifferences {
@@ -43,10 +42,10 @@ export function configDifferences(current: Config, next: Config): ConfigDifferen
   for (const [key, field] of fieldsByKey(current)) {
     if (same(current[field], next[field])) continue;
     if (field === "api") {
-      for (const [apiField, apiKey] of Object.entries(API_KEYS) as Array<[keyof Config["api"], string]>) {
-        if (!same(current.api[apiField], next.api[apiField])) needRestart.push(apiKey);
+      for (const [apiField, { key: apiKey, reload }] of Object.entries(API_KEYS) as Array<[keyof Config["api"], { key: string; reload: boolean }]>) {
+        if (!same(current.api[apiField], next.api[apiField])) (reload ? applied : needRestart).push(apiKey);
       }
-      config.api = current.api;
+      config.api = { ...next.api, listen: current.api.listen };
     } else if (RESTART_ONLY.includes(field)) {
       needRestart.push(key);
       (config as unknown as Record<string, unknown>)[field] = current[field];
