@@ -11,6 +11,13 @@ import { tempDir, waitFor } from "./harness.ts";
 import { freePort } from "./ports.ts";
 
 const ETCD = "/usr/bin/etcd";
+
+/** PEM files for a cluster that serves clients over TLS and requires their certificates. */
+export interface EtcdTls {
+  ca: string;
+  cert: string;
+  key: string;
+}
 const running = new Set<ChildProcess>();
 process.once("exit", () => {
   for (const p of running) p.kill("SIGKILL");
@@ -28,12 +35,16 @@ export class EtcdMember {
   /** The last lines etcd wrote, for failure messages. */
   readonly output: string[] = [];
 
-  constructor(cluster: EtcdCluster, name: string, dataDir: string, clientPort: number, peerPort: number) {
+  /** Plain http, for /health when clients must speak TLS. */
+  private readonly metricsUrl: string | undefined;
+
+  constructor(cluster: EtcdCluster, name: string, dataDir: string, clientPort: number, peerPort: number, metricsPort?: number) {
     this.cluster = cluster;
     this.name = name;
     this.dataDir = dataDir;
-    this.clientUrl = `http://127.0.0.1:${clientPort}`;
+    this.clientUrl = `${cluster.tls ? "https" : "http"}://127.0.0.1:${clientPort}`;
     this.peerUrl = `http://127.0.0.1:${peerPort}`;
+    this.metricsUrl = metricsPort === undefined ? undefined : `http://127.0.0.1:${metricsPort}`;
   }
 
   get running(): boolean {
@@ -63,6 +74,9 @@ export class EtcdMember {
         `--initial-cluster-token=${this.cluster.token}`,
         "--logger=zap",
         "--log-level=warn",
+        ...(this.cluster.tls
+          ? [`--cert-file=${this.cluster.tls.cert}`, `--key-file=${this.cluster.tls.key}`, `--trusted-ca-file=${this.cluster.tls.ca}`, "--client-cert-auth", `--listen-metrics-urls=${this.metricsUrl}`]
+          : []),
       ],
       { stdio: ["ignore", "ignore", "pipe"] },
     );
@@ -100,7 +114,7 @@ export class EtcdMember {
     let last = "no answer yet";
     while (!this.exit) {
       try {
-        const res = await fetch(`${this.clientUrl}/health`, { signal: AbortSignal.timeout(1000) });
+        const res = await fetch(`${this.metricsUrl ?? this.clientUrl}/health`, { signal: AbortSignal.timeout(1000) });
         const body = await res.text();
         if (res.ok && (JSON.parse(body) as { health?: string }).health === "true") return;
         last = `${res.status} ${body.trim()}`;
@@ -126,22 +140,25 @@ export class EtcdMember {
 export class EtcdCluster {
   readonly members: EtcdMember[] = [];
   readonly token = `gobalancer-test-${process.pid}-${Date.now()}`;
+  readonly tls: EtcdTls | undefined;
   private readonly root: string;
 
-  private constructor(root: string) {
+  private constructor(root: string, tls: EtcdTls | undefined) {
     this.root = root;
+    this.tls = tls;
   }
 
   /**
    * Starts `size` members and waits until every one is healthy. A member that exits while
    * starting (its port taken meanwhile by another process) costs one more try on new ports.
    */
-  static async start(size: 1 | 3): Promise<EtcdCluster> {
+  static async start(size: 1 | 3, tls?: EtcdTls): Promise<EtcdCluster> {
     ensureDebianPackages(["etcd-server"], "the etcd tests");
     for (let attempt = 1; ; attempt++) {
-      const cluster = new EtcdCluster(tempDir("gobalancer-etcd-"));
+      const cluster = new EtcdCluster(tempDir("gobalancer-etcd-"), tls);
       for (let i = 0; i < size; i++) {
-        cluster.members.push(new EtcdMember(cluster, `m${i}`, path.join(cluster.root, `m${i}`), await freePort(), await freePort()));
+        const metricsPort = tls ? await freePort() : undefined;
+        cluster.members.push(new EtcdMember(cluster, `m${i}`, path.join(cluster.root, `m${i}`), await freePort(), await freePort(), metricsPort));
       }
       for (const m of cluster.members) m.start();
       try {

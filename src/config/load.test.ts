@@ -99,7 +99,10 @@ discovery:
     assert.equal(c.slowStartMs, 0);
     assert.equal(c.proxyProtocol, "off");
     assert.deepEqual(c.listenProxyProtocol, { enabled: false, trusted: [], timeoutMs: 3000 });
-    assert.deepEqual(c.stateStore, { type: "file", etcd: { endpoints: ["http://127.0.0.1:2379"], prefix: "/gobalancer/", username: "", password: "" } });
+    assert.deepEqual(c.stateStore, {
+      type: "file",
+      etcd: { endpoints: ["http://127.0.0.1:2379"], prefix: "/gobalancer/", username: "", password: "", tls: { caFile: "", certFile: "", keyFile: "" } },
+    });
   });
 
   it("reads the operations keys: slow start, PROXY protocol, per-backend limits, backups, the state store", () => {
@@ -132,6 +135,9 @@ discovery:
     ["an unknown PROXY version", "proxy_protocol: v3", /^proxy_protocol: must be one of off, v1, v2/],
     ["a negative backend limit", "discovery: { backends: [{ address: '10.0.0.4:80', max_connections: -1 }] }", /^discovery\.backends\[0\]\.max_connections: must be a whole number/],
     ["an etcd endpoint without scheme", "state_store: { type: etcd, etcd: { endpoints: ['127.0.0.1:2379'] } }", /^state_store\.etcd\.endpoints\[0\]: must be an http/],
+    ["http and https etcd endpoints mixed", "state_store: { etcd: { endpoints: ['http://10.0.0.1:2379', 'https://10.0.0.2:2379'] } }", /^state_store\.etcd\.endpoints: must be all http:\/\/ or all https:\/\//],
+    ["an etcd client certificate without its key", "state_store: { etcd: { endpoints: ['https://10.0.0.1:2379'], tls: { cert_file: c.pem } } }", /^state_store\.etcd\.tls: cert_file and key_file go together/],
+    ["etcd TLS files for http endpoints", "state_store: { etcd: { tls: { ca_file: ca.pem } } }", /^state_store\.etcd\.tls: is for https:\/\/ endpoints/],
     ["a typo suggested from the schema", "slow_strat: 1s", /did you mean "slow_start"/],
   ] as const) {
     it(`refuses ${what}`, () => {

@@ -181,6 +181,21 @@ const rawConfig = z.strictObject({
           prefix: z.string().min(1, { error: 'must not be empty (e.g. "/gobalancer/")' }).default("/gobalancer/").meta(doc("every key GoBalancer writes is under it")),
           username: z.string().default("").meta(doc("etcd authentication; \"\" = none")),
           password: z.string().default("").meta(doc("with username")),
+          tls: z
+            .strictObject({
+              ca_file: z.string().default("").meta(doc("PEM CA certificates the members' certificates are checked against; \"\" = Node's list")),
+              cert_file: z.string().default("").meta(doc("PEM client certificate, for members that require one (--client-cert-auth)")),
+              key_file: z.string().default("").meta(doc("its PEM private key")),
+            })
+            .prefault({}).meta(doc("for https:// endpoints")),
+        })
+        .superRefine((etcd, ctx) => {
+          // Endpoints that are not URLs at all have their own issue already.
+          const schemes = new Set(etcd.endpoints.map((e) => /^(https?):\/\//i.exec(e)?.[1]!.toLowerCase()).filter((scheme) => scheme !== undefined));
+          if (schemes.size > 1) ctx.issues.push({ code: "custom", input: etcd.endpoints, path: ["endpoints"], message: "must be all http:// or all https:// (one connection setting serves every member)" });
+          const { ca_file, cert_file, key_file } = etcd.tls;
+          if ((cert_file === "") !== (key_file === "")) ctx.issues.push({ code: "custom", input: etcd.tls, path: ["tls"], message: "cert_file and key_file go together: set both or neither" });
+          if ((ca_file !== "" || cert_file !== "") && schemes.has("http")) ctx.issues.push({ code: "custom", input: etcd.tls, path: ["tls"], message: "is for https:// endpoints; these are http://" });
         })
         .prefault({}).meta(doc("used when type is etcd")),
     })
@@ -290,7 +305,10 @@ export interface Config {
   };
   api: { listen: HostPort; token: string; allowUnauthenticated: boolean };
   stateFile: string;
-  stateStore: { type: "file" | "etcd"; etcd: { endpoints: string[]; prefix: string; username: string; password: string } };
+  stateStore: {
+    type: "file" | "etcd";
+    etcd: { endpoints: string[]; prefix: string; username: string; password: string; tls: { caFile: string; certFile: string; keyFile: string } };
+  };
   /** One JSON line per finished connection, to stdout or a file (path "stdout" or a file). */
   accessLog: { enabled: boolean; path: string };
   log: { level: "debug" | "info" | "warn" | "error"; format: "json" | "pretty" };
@@ -344,7 +362,10 @@ export const configSchema = rawConfig.transform(
     },
     api: { listen: c.api.listen, token: c.api.token, allowUnauthenticated: c.api.allow_unauthenticated },
     stateFile: c.state_file,
-    stateStore: c.state_store,
+    stateStore: {
+      type: c.state_store.type,
+      etcd: { ...c.state_store.etcd, tls: { caFile: c.state_store.etcd.tls.ca_file, certFile: c.state_store.etcd.tls.cert_file, keyFile: c.state_store.etcd.tls.key_file } },
+    },
     accessLog: c.access_log,
     log: c.log,
     discovery: {

@@ -1,12 +1,21 @@
+import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import type { Etcd3 } from "etcd3";
 import type { Interceptor } from "@grpc/grpc-js";
+
+/** PEM files for https:// endpoints (state_store.etcd.tls); "" for each one not set. */
+export interface EtcdTlsFiles {
+  readonly caFile: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+}
 
 export interface EtcdClientOptions {
   readonly endpoints: readonly string[];
   /** etcd's own authentication; "" for none. */
   readonly username: string;
   readonly password: string;
+  readonly tls: EtcdTlsFiles;
   /** One call (not the watch) is abandoned after this. */
   readonly callTimeoutMs: number;
 }
@@ -50,8 +59,10 @@ export async function createEtcdClient(opts: EtcdClientOptions): Promise<EtcdCli
     import("cockatiel"),
   ]);
   const interceptors = [requireLeader()];
-  const client = new Etcd3({
+  const credentials = tlsCredentials(opts.tls);
+  const client = newClient(credentials, () => new Etcd3({
     hosts: [...opts.endpoints],
+    ...(credentials ? { credentials } : {}),
     ...(opts.username !== "" ? { auth: { username: opts.username, password: opts.password } } : {}),
     dialTimeout: opts.callTimeoutMs,
     defaultCallOptions: (context) => (context.isStream ? { interceptors } : { deadline: Date.now() + opts.callTimeoutMs, interceptors }),
@@ -67,7 +78,7 @@ export async function createEtcdClient(opts: EtcdClientOptions): Promise<EtcdCli
       global: noop,
       host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 1000, breaker: new ConsecutiveBreaker(3) }),
     },
-  });
+  }));
   return {
     client,
     isTransient: (err) => err instanceof Error && (isBrokenCircuitError(err) || isRecoverableError(err)),
@@ -76,6 +87,36 @@ export async function createEtcdClient(opts: EtcdClientOptions): Promise<EtcdCli
       return isBrokenCircuitError(err) || /No connection established|ECONNREFUSED|etcdserver: no leader/.test(err.message);
     },
     noLeader: (err) => err instanceof Error && /etcdserver: no leader/.test(err.message),
+  };
+}
+
+/** gRPC checks the TLS files' contents (PEM, a key that fits its certificate) as the client is made: such a failure names the setting. */
+function newClient<T>(credentials: object | undefined, make: () => T): T {
+  try {
+    return make();
+  } catch (err) {
+    if (credentials === undefined) throw err;
+    throw new Error(`state_store.etcd.tls: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * The TLS files read once, at start (a missing or unreadable one stops start-up, by its
+ * key). Undefined when none is set: https:// endpoints then use Node's CA list, as etcd3
+ * does by default. The CA given as null to gRPC means that same default list.
+ */
+function tlsCredentials(tls: EtcdTlsFiles): { rootCertificate: Buffer; privateKey?: Buffer; certChain?: Buffer } | undefined {
+  if (tls.caFile === "" && tls.certFile === "") return undefined;
+  const read = (key: string, file: string) => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new Error(`state_store.etcd.tls.${key}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    }
+  };
+  return {
+    rootCertificate: (tls.caFile === "" ? null : read("ca_file", tls.caFile)) as Buffer,
+    ...(tls.certFile === "" ? {} : { certChain: read("cert_file", tls.certFile), privateKey: read("key_file", tls.keyFile) }),
   };
 }
 

@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import type { ICompare, IRequestOp, ITxnRequest, ITxnResponse } from "etcd3";
 import { backoffDelay, sleep, type Backoff } from "../discovery/retry.ts";
 import { RateLimitedLog } from "../log/rate-limit.ts";
-import { createEtcdClient, type EtcdClient } from "./etcd-client.ts";
+import { createEtcdClient, type EtcdClient, type EtcdTlsFiles } from "./etcd-client.ts";
 import { encodeBackend, encodeState, encodeWeight, keyOf, KINDS, type Kind } from "./etcd-layout.ts";
 import { EtcdMirror, type MirroredKeyValue } from "./etcd-mirror.ts";
 import { EtcdFollower } from "./etcd-watch.ts";
@@ -17,6 +17,8 @@ export interface EtcdStoreOptions {
   /** etcd's own authentication; "" for none. */
   readonly username: string;
   readonly password: string;
+  /** PEM files for https:// endpoints; "" for each one not set. */
+  readonly tls?: EtcdTlsFiles;
   readonly logger: Logger;
   /** One call to etcd (not the watch) is abandoned after this. */
   readonly callTimeoutMs?: number;
@@ -80,8 +82,9 @@ export class EtcdStore implements SharedStore {
   async start(onChange: (state: PersistedState) => void): Promise<void> {
     const { endpoints, username, password, prefix } = this.opts;
     this.onChange = onChange;
-    this.etcd = await createEtcdClient({ endpoints, username, password, callTimeoutMs: this.opts.callTimeoutMs ?? 3000 });
-    this.log.info({ store: "etcd", endpoints, prefix, auth: username !== "" }, "state store etcd: following");
+    const tls = this.opts.tls ?? { caFile: "", certFile: "", keyFile: "" };
+    this.etcd = await createEtcdClient({ endpoints, username, password, tls, callTimeoutMs: this.opts.callTimeoutMs ?? 3000 });
+    this.log.info({ store: "etcd", endpoints, prefix, auth: username !== "", client_certificate: tls.certFile !== "" }, "state store etcd: following");
     this.follower = new EtcdFollower({
       client: this.etcd.client,
       prefix,
