@@ -25,13 +25,13 @@ function fakeConnection(name: string, log: string[]): Connection {
 }
 
 /** A chooser on thread 0 of two, over one backend with max_connections 1. */
-function setUp() {
+function setUp(queueTimeoutMs = 2000) {
   const table = new CounterTable(2);
   const here = new CounterView(table.buffers, 0);
   const other = new CounterView(table.buffers, 1);
   const slot = table.allocate();
   const logger = pino({ level: "silent" });
-  const chooser = new BackendChooser({ algorithm: "round_robin", queueTimeoutMs: 2000, counters: here, warn: new RateLimitedLog(logger), threaded: true });
+  const chooser = new BackendChooser({ algorithm: "round_robin", queueTimeoutMs, counters: here, warn: new RateLimitedLog(logger), threaded: true });
   const view: BackendView = { key: "10.0.0.2:80", host: "10.0.0.2", port: 80, weight: 1, slot, maxConnections: 1 };
   const snapshot: Snapshot = { version: 1, routable: [view], total: 1, limited: true, ramping: false, onBackups: false };
   chooser.setSnapshot(snapshot);
@@ -73,6 +73,27 @@ describe("BackendChooser with per-backend limits", () => {
     assert.deepEqual(log, ["a dequeued", "b dequeued", "c dequeued"]);
     chooser.queue.stop();
   });
+
+  it("a reload setting the queue timeout to 0 leaves queued clients to their deadlines, and the thread free meanwhile", async () => {
+    const { chooser, view } = setUp(300);
+    const log: string[] = [];
+    assert.equal(chooser.acquire(fakeConnection("holder", log)), view);
+    const queuedAt = performance.now();
+    assert.equal(chooser.acquire(fakeConnection("first", log)), null);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(chooser.acquire(fakeConnection("second", log)), null);
+    chooser.queue.setTimeout(0); // as a reload to timeouts.queue: 0s does
+    // Timers still run (a thread spinning on its queue would run none of them)...
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 10);
+    await waitUntil(() => log.length === 2, 2000);
+    clearInterval(ticker);
+    // ...and the clients waited until their own deadlines, set when they queued.
+    assert.deepEqual(log, ["first closed", "second closed"]);
+    assert.ok(performance.now() - queuedAt >= 390, "the second waited its 300 ms");
+    assert.ok(ticks >= 10, `timers ran ${ticks} times meanwhile`);
+    chooser.queue.stop();
+  });
 });
 
 describe("BackendChooser queue across two threads", () => {
@@ -88,7 +109,7 @@ describe("BackendChooser queue across two threads", () => {
       chooser.setSnapshot(snapshot);
       return chooser;
     });
-    return { zero: zero!, one: one!, view };
+    return { zero: zero!, one: one!, view, table, slot };
   }
 
   it("a place freed on one thread goes to the client that came first, though it waits on the other", async () => {
@@ -123,6 +144,35 @@ describe("BackendChooser queue across two threads", () => {
     assert.equal(one.queue.anyWaiting, false, "nobody counted as waiting any more");
     zero.queue.stop();
     one.queue.stop();
+  });
+});
+
+describe("BackendChooser queue across two threads, a departure alone", () => {
+  it("wakes the other thread when the client that went first leaves, with a place already free", async () => {
+    const table = new CounterTable(2);
+    const slot = table.allocate();
+    const logger = pino({ level: "silent" });
+    const view: BackendView = { key: "10.0.0.2:80", host: "10.0.0.2", port: 80, weight: 1, slot, maxConnections: 1 };
+    const snapshot: Snapshot = { version: 1, routable: [view], total: 1, limited: true, ramping: false, onBackups: false };
+    const [zero, one] = [0, 1].map((thread) => {
+      const chooser = new BackendChooser({ algorithm: "round_robin", queueTimeoutMs: 2000, counters: new CounterView(table.buffers, thread), warn: new RateLimitedLog(logger), threaded: true });
+      chooser.setSnapshot(snapshot);
+      return chooser;
+    });
+    const log: string[] = [];
+    assert.equal(zero!.acquire(fakeConnection("holder", log)), view);
+    const gone = fakeConnection("gone", log);
+    assert.equal(one!.acquire(gone), null);
+    assert.equal(zero!.acquire(fakeConnection("next", log)), null);
+    await new Promise((r) => setTimeout(r, 20)); // both threads now wait on each other
+    // The place frees without a word to either thread...
+    new CounterView(table.buffers, 0).closed(slot, 0, 0);
+    // ...so only the first client's leaving can tell thread 0 its client goes next.
+    gone.deadlines!.remove(gone);
+    await waitUntil(() => log.length > 0);
+    assert.deepEqual(log, ["next dequeued"]);
+    zero!.queue.stop();
+    one!.queue.stop();
   });
 });
 

@@ -4,6 +4,12 @@ import type { Connection } from "./connection.ts";
 import { Deadlines } from "./deadlines.ts";
 
 /**
+ * A thread's published first ticket while it takes its first client's ticket: never a
+ * ticket itself (nor is 0, "nobody queued here"). Others wait for the real one.
+ */
+const JOINING = -0x80000000;
+
+/**
  * The waiting list, which also hears of every client that leaves it (served, expired, or
  * gone: a connection closing takes itself off whatever list it is on, deadlines.ts).
  */
@@ -100,8 +106,11 @@ export class BackendQueue {
    * at once, since a place may be free already for whoever holds the earliest ticket.
    */
   add(conn: Connection): void {
-    let ticket = (Atomics.add(this.global, GLOBAL_QUEUE_TICKET, 1) + 1) | 0;
-    if (ticket === 0) ticket = (Atomics.add(this.global, GLOBAL_QUEUE_TICKET, 1) + 1) | 0; // 0 means "none"
+    // A ticket taken but not yet shown would let another thread's later one go first:
+    // a thread with nobody queued shows it is joining before it takes one.
+    if (this.waiting.size === 0) Atomics.store(this.global, this.headField, JOINING);
+    let ticket = 0;
+    while (ticket === 0 || ticket === JOINING) ticket = (Atomics.add(this.global, GLOBAL_QUEUE_TICKET, 1) + 1) | 0;
     this.tickets.set(conn, ticket);
     this.waiting.add(conn);
     Atomics.add(this.global, GLOBAL_QUEUED, 1);
@@ -137,7 +146,7 @@ export class BackendQueue {
       const field = GLOBAL_QUEUE_HEADS + t;
       if (field === this.headField) continue;
       const other = Atomics.load(this.global, field);
-      if (other !== 0 && ((other - ticket) | 0) < 0) return false;
+      if (other === JOINING || (other !== 0 && ((other - ticket) | 0) < 0)) return false;
     }
     return true;
   }
@@ -158,15 +167,18 @@ export class BackendQueue {
 
   /**
    * Waits (without blocking) for another thread to free a place or move the queue on,
-   * unless already waiting or nobody is queued. The wait is bounded by the queue timeout,
-   * so no wait outlives the clients it is for.
+   * unless already waiting or nobody is queued. The wait ends at the first client's
+   * deadline at the latest, so no wait outlives the clients it is for; it is taken from
+   * the client, not from the queue timeout, which a reload may have set to 0 meanwhile
+   * (a wait of 0 would return at once, and looking again at once would never yield).
    */
   private watchOthers(seen: number): void {
-    if (this.waitingOnOthers || this.waiting.size === 0) return;
-    const wait = Atomics.waitAsync(this.global, GLOBAL_ROOM_FREED, seen, this.timeoutMs);
+    const first = this.waiting.first;
+    if (this.waitingOnOthers || first === null) return;
+    const wait = Atomics.waitAsync(this.global, GLOBAL_ROOM_FREED, seen, Math.max(1, Math.ceil(first.deadline - performance.now())));
     if (!wait.async) {
-      // Changed since `seen`: room freed, or the order moved on, meanwhile.
-      this.roomFreed();
+      // Changed since `seen` (room freed, or the order moved on): look again.
+      if (wait.value === "not-equal") this.roomFreed();
       return;
     }
     this.waitingOnOthers = true;
