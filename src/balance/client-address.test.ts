@@ -14,6 +14,8 @@ describe("client address", () => {
       assert.equal(unmapped(`0:0:0:0:0:ffff:${ip}`), ip);
     }
     assert.equal(unmapped("::ffff:a00:1"), "10.0.0.1");
+    assert.equal(unmapped("::ffff:010.0.0.1"), "10.0.0.1", "leading zeros are not kept");
+    assert.equal(unmapped("::ffff:0.0.0.0"), "0.0.0.0");
     for (const ip of ["", "::", "::1", "::1.2.3.4", "2001:db8::1", "fe80::1%eth0", "::ffff:1.2.3.999", "0.1.2.3", "localhost"]) assert.equal(unmapped(ip), ip, ip);
     assert.equal(unmapped(), "");
   });

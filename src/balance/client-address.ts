@@ -21,7 +21,10 @@ export function unmapped(ip = ""): string {
   // Mapped text starts with "::" (as node:net and the PROXY codec write it, "::ffff:a.b.c.d")
   // or "0:"; anything else is returned at the first comparison, an IPv4 client above all.
   const c = ip.charCodeAt(0);
-  if ((c !== 58 && c !== 48) || !ip.includes(":") || parseIpv6(ip, unmappedWords, unmappedGroups) !== 1) return ip;
+  if (c !== 58 && c !== 48) return ip;
+  // IPv4 clients of a dual-stack listener: "::ffff:" and the IPv4 as it is, kept as a slice.
+  if (ip.startsWith("::ffff:") && parseIpv4(ip, 7, ip.length) >= 0 && !leadingZero(ip, 7)) return ip.slice(7);
+  if (!ip.includes(":") || parseIpv6(ip, unmappedWords, unmappedGroups) !== 1) return ip;
   const v4 = unmappedWords[0]!;
   return `${v4 >>> 24}.${(v4 >>> 16) & 255}.${(v4 >>> 8) & 255}.${v4 & 255}`;
 }
@@ -121,6 +124,14 @@ function finishIpv6(out: Uint32Array, groups: Uint16Array, count: number, gap: n
   }
   for (let k = 0; k < 4; k++) out[k] = ((groups[2 * k]! << 16) | groups[2 * k + 1]!) >>> 0;
   return 4;
+}
+
+/** Whether a part of the dotted quad from `start` has a leading zero ("010"): not as unmapped() writes it. */
+function leadingZero(ip: string, start: number): boolean {
+  for (let i = start; i < ip.length - 1; i++) {
+    if (ip.charCodeAt(i) === 48 && (i === start || ip.charCodeAt(i - 1) === 46) && ip.charCodeAt(i + 1) !== 46) return true;
+  }
+  return false;
 }
 
 /**
