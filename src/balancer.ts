@@ -249,7 +249,7 @@ export class Balancer {
       try {
         listening = await this.dataPlane.addListener(next.listen);
       } catch (err) {
-        accessLog?.close();
+        void accessLog?.finish();
         return this.refuse((err as Error).message);
       }
     }

@@ -65,7 +65,7 @@ describe("access log", () => {
     assert.equal(new Set(lines.map((l) => l.client)).size, CONNECTIONS, "a line per client connection");
   });
 
-  it("writes a quiet balancer's line within a second or so", async () => {
+  it("writes a quiet balancer's line within about a second (not at the next batch or at exit)", async () => {
     const echo = await startEchoBackend();
     const lb = await startBalancer({
       access_log: { enabled: true, path: "access.log" },
@@ -74,6 +74,7 @@ describe("access log", () => {
     assert.equal(await request(lb.port, "one"), "one");
     const done = performance.now();
     await waitFor(() => accessLines(lb).length === 1, 3000, "the line");
-    assert.ok(performance.now() - done < 1500, `line out after ${Math.round(performance.now() - done)} ms`);
+    // Lines are handed over every second: the bound leaves room for a loaded machine.
+    assert.ok(performance.now() - done < 2500, `line out after ${Math.round(performance.now() - done)} ms`);
   });
 });

@@ -24,6 +24,8 @@ const BATCH_BYTES = { file: 32 * 1024, stdout: PIPE_BUF - 512 };
 /** sonic-boom joins handed-over batches while a write is in flight, never past this. */
 const MAX_WRITE = { file: 64 * 1024, stdout: PIPE_BUF };
 const FLUSH_MS = 1000;
+/** How long finish() waits for the last lines to be written. */
+const FINISH_MS = 2000;
 
 /**
  * The access log: one JSON line per finished connection, written through pino's
@@ -31,8 +33,7 @@ const FLUSH_MS = 1000;
  * data-plane thread has its own, appending to the same file (or stdout).
  */
 export class AccessLog {
-  private readonly dest: pino.DestinationStream & { flushSync(): void; end(): void };
-  private readonly stdout: boolean;
+  private readonly dest: pino.DestinationStream & { end(): void; once(event: string, listener: () => void): void };
   private readonly batchBytes: number;
   /** Lines not yet handed to `dest`, and their length (every character is ASCII, see write()). */
   private pending = "";
@@ -47,7 +48,6 @@ export class AccessLog {
     const stdout = file === "stdout";
     const fd = stdout ? 1 : openForAppend(file);
     const kind = stdout ? "stdout" : "file";
-    this.stdout = stdout;
     this.batchBytes = BATCH_BYTES[kind];
     const dest = pino.destination({ dest: fd, sync: false, maxWrite: MAX_WRITE[kind] });
     // A full disk or a closed pipe later on must not take the data path down with it.
@@ -93,24 +93,29 @@ export class AccessLog {
     this.pendingBytes = 0;
   }
 
-  /** Writes out what is buffered; before a thread or the process ends. */
-  flush(): void {
-    this.handOver();
-    try {
-      this.dest.flushSync();
-    } catch {
-      // Not open yet (nothing written) or already closed: nothing to flush.
-    }
-  }
-
   /**
-   * Writes out what is buffered and closes the file (a reload replaces the log: the same
-   * path opened again is how a rotated file is let go). Stdout stays open.
+   * Writes out every line, in order, then lets the file go (stdout stays open): before a
+   * thread or the process ends, and when a reload replaces the log (the same path opened
+   * again is how a rotated file is let go). Resolves once written, or after FINISH_MS at
+   * the latest, so a stuck disk cannot hold up a shutdown.
    */
-  close(): void {
+  finish(): Promise<void> {
     clearInterval(this.flusher);
-    this.flush();
-    if (!this.stdout) this.dest.end();
+    this.handOver();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, FINISH_MS);
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.dest.once("close", done);
+      this.dest.once("error", done);
+      try {
+        this.dest.end();
+      } catch {
+        done(); // already ended
+      }
+    });
   }
 }
 

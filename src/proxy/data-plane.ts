@@ -163,7 +163,7 @@ export class DataPlane {
   configure(settings: PlaneSettings, accessLog?: AccessLog | null): void {
     this.settings = settings;
     if (accessLog !== undefined) {
-      this.accessLog?.close();
+      void this.accessLog?.finish();
       this.accessLog = accessLog;
     }
     this.chooser.setAlgorithm(settings.algorithm);
@@ -274,7 +274,7 @@ export class DataPlane {
     this.dials.stop();
     this.chooser.queue.stop();
     this.headers.stop();
-    this.accessLog?.flush();
+    await this.accessLog?.finish();
     return forced;
   }
 
