@@ -100,7 +100,7 @@ export const errorBody = z
 export const reloadBody = z
   .strictObject({
     status: z.literal("reloaded"),
-    applied: z.array(z.string()).meta({ description: "Top-level config keys whose change was applied" }),
+    applied: z.array(z.string()).meta({ description: "Config keys whose change was applied (top-level keys, and api.token or api.allow_unauthenticated)" }),
     need_restart: z.array(z.string()).meta({ description: "Changed keys left as they were: they need a restart (workers, data_path, api.listen, state_file, state_store, log.format)" }),
   })
   .meta({ id: "Reloaded" });

@@ -10,8 +10,8 @@ const SLICE_MS = 8;
 /**
  * Up to this many backends the first table is built at once, whole (the "build ms" of the
  * pick benchmark, docs/benchmarks.md): with no table yet there is nothing consistent to
- * serve from meanwhile. Later builds of
- * sets this small start at once (and usually end) within the change itself.
+ * serve from meanwhile. Later builds of sets this small start at once (and usually end)
+ * within the change itself.
  */
 const WHOLE_FIRST_BUILD = 16_384;
 /**
