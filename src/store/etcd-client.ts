@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import type { Etcd3 } from "etcd3";
 import type { Interceptor } from "@grpc/grpc-js";
+import { neverReachedEtcd } from "./etcd-errors.ts";
 
 /** PEM files for https:// endpoints (state_store.etcd.tls); "" for each one not set. */
 export interface EtcdTlsFiles {
@@ -84,7 +85,7 @@ export async function createEtcdClient(opts: EtcdClientOptions): Promise<EtcdCli
     isTransient: (err) => err instanceof Error && (isBrokenCircuitError(err) || isRecoverableError(err)),
     neverSent: (err) => {
       if (!(err instanceof Error)) return false;
-      return isBrokenCircuitError(err) || /No connection established|ECONNREFUSED|etcdserver: no leader/.test(err.message);
+      return isBrokenCircuitError(err) || neverReachedEtcd(err.message);
     },
     noLeader: (err) => err instanceof Error && /etcdserver: no leader/.test(err.message),
   };

@@ -10,3 +10,15 @@ export function etcdErrorText(err: unknown): string {
     .trim();
   return text || e.name;
 }
+
+/**
+ * Whether a failed call's text shows it never reached an etcd member: no connection
+ * could be made, the member refused it for want of a leader (before proposing anything),
+ * or its deadline passed while gRPC was still waiting for a connection to send it on (a
+ * member's host that is down or cut off answers nothing, so connecting goes on until the
+ * deadline; grpc-js then says what the call was waiting for).
+ */
+export function neverReachedEtcd(message: string): boolean {
+  if (/No connection established|ECONNREFUSED|etcdserver: no leader/.test(message)) return true;
+  return /Deadline exceeded/.test(message) && /Waiting for LB pick|waiting for name resolution|waiting for metadata filters/.test(message);
+}

@@ -63,6 +63,8 @@ export class EtcdFollower {
 
   private async run(firstAttempt: () => void): Promise<void> {
     let failures = 0;
+    /** Watches cancelled as compacted in a row at once: past one, a list is evidently not what is missing. */
+    let compactions = 0;
     let outageSince: number | undefined;
     while (!this.watch.stopped) {
       let revision: number;
@@ -95,11 +97,17 @@ export class EtcdFollower {
       if (healthy) failures = 0;
       if (end.compacted) {
         // etcd answered; only its history is gone. A list catches up, and at once: waiting
-        // would only leave this replica behind for longer.
-        this.log.info({ store: "etcd", revision }, "etcd watch history compacted; re-listing");
-        continue;
+        // would only leave this replica behind for longer. Again right after a fresh list,
+        // though, the cancel means something else: back off as for any failed watch.
+        compactions = healthy ? 1 : compactions + 1;
+        if (compactions === 1) {
+          this.log.info({ store: "etcd", revision }, "etcd watch history compacted; re-listing");
+          continue;
+        }
+      } else {
+        compactions = 0;
       }
-      this.log.info({ store: "etcd", err: end.error, revision }, "etcd watch ended; re-listing");
+      this.log.info({ store: "etcd", err: end.error, revision, ...(end.compacted ? { compacted_in_a_row: compactions } : {}) }, "etcd watch ended; re-listing");
       if (!healthy) await sleep(backoffDelay(this.opts.backoff, ++failures), this.watch.signal);
     }
   }

@@ -51,9 +51,10 @@ const WRITE_BACKOFF: Backoff = { initialMs: 50, maxMs: 1000 };
  * with the effect of once (a create carries the id of its request and recognises itself
  * if an earlier attempt did commit), so a write whose outcome is unknown is retried until
  * etcd says how it ended; a write that never reached etcd is refused after a few quick
- * attempts (for a leader election's time when members answer that they have none). A refusal (StoreUnavailableError) is only ever given for a
- * write that is certainly not committed; a write that was sent and never answered within
- * resolveMs ends as StoreOutcomeUnknownError, which says so: etcd may still commit it.
+ * attempts (for a leader election's time when members answer that they have none). A
+ * refusal (StoreUnavailableError) is only ever given for a write that is certainly not
+ * committed; a write that was sent and never answered within resolveMs ends as
+ * StoreOutcomeUnknownError, which says so: etcd may still commit it.
  */
 export class EtcdStore implements SharedStore {
   readonly name = "etcd";
