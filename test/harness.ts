@@ -122,6 +122,20 @@ export interface StartOptions {
 export const TEST_DATA_PATH = process.env.GOBALANCER_TEST_DATA_PATH;
 
 /**
+ * `config` with the test defaults startBalancer adds: listen and API on 127.0.0.1 port 0
+ * (the API's address as given, if given), the state file in `dir`, this run's data path.
+ */
+export function testConfig(dir: string, config: Record<string, unknown>): Record<string, unknown> {
+  return {
+    listen: "127.0.0.1:0",
+    state_file: path.join(dir, "state.json"),
+    ...(TEST_DATA_PATH ? { data_path: TEST_DATA_PATH } : {}),
+    ...config,
+    api: { listen: "127.0.0.1:0", ...(config.api as object | undefined) },
+  };
+}
+
+/**
  * Starts gobalancer with `config` (an object written as YAML, or YAML text). Defaults
  * make it test-friendly: listen and API on 127.0.0.1 port 0, state file in a temp dir,
  * the data path of this run (TEST_DATA_PATH) unless the config names one.
@@ -129,18 +143,7 @@ export const TEST_DATA_PATH = process.env.GOBALANCER_TEST_DATA_PATH;
 export async function startBalancer(config: Record<string, unknown> | string, opts: StartOptions = {}): Promise<BalancerProcess> {
   const dir = opts.dir ?? tempDir();
   const file = path.join(dir, "config.yaml");
-  if (typeof config === "string") {
-    writeFileSync(file, config);
-  } else {
-    const full: Record<string, unknown> = {
-      listen: "127.0.0.1:0",
-      state_file: path.join(dir, "state.json"),
-      ...(TEST_DATA_PATH ? { data_path: TEST_DATA_PATH } : {}),
-      ...config,
-      api: { listen: "127.0.0.1:0", ...(config.api as object | undefined) },
-    };
-    writeFileSync(file, stringify(full));
-  }
+  writeFileSync(file, typeof config === "string" ? config : stringify(testConfig(dir, config)));
   const argv = [process.execPath, ...(opts.nodeArgs ?? []), CLI, "--config", file, ...(opts.args ?? [])];
   if (opts.nofile) argv.unshift("prlimit", `--nofile=${opts.nofile}:${opts.nofile}`, "--");
   const proc = spawn(argv[0]!, argv.slice(1), {

@@ -1,11 +1,9 @@
 // End-to-end: each setting a reload applies is checked by what it does afterwards, and the
 // settings that need a restart by what stays as it was.
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync } from "node:fs";
-import net from "node:net";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, describe, it } from "node:test";
-import { stringify } from "yaml";
 import {
   cleanup,
   connect,
@@ -16,30 +14,13 @@ import {
   startEchoBackend,
   startNamedBackend,
   startServer,
-  TEST_DATA_PATH,
   waitFor,
   type BalancerProcess,
 } from "./harness.ts";
 import { freePort } from "./ports.ts";
+import { accepts, postReload, rewrite } from "./reloading.ts";
 
 afterEach(cleanup);
-
-/** Writes `config` over the running balancer's file, with startBalancer's defaults (the API's included unless given). */
-function rewrite(lb: BalancerProcess, config: Record<string, unknown>): void {
-  const full = {
-    listen: "127.0.0.1:0",
-    state_file: path.join(lb.dir, "state.json"),
-    ...(TEST_DATA_PATH ? { data_path: TEST_DATA_PATH } : {}),
-    ...config,
-    api: { listen: "127.0.0.1:0", ...(config.api as object | undefined) },
-  };
-  writeFileSync(path.join(lb.dir, "config.yaml"), stringify(full));
-}
-
-async function postReload(lb: BalancerProcess, token?: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(`${lb.api}/reload`, { method: "POST", headers: token ? { authorization: `Bearer ${token}` } : {} });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
 
 /** Reloads `config` and asserts that exactly `applied` changed. */
 async function reloadWith(lb: BalancerProcess, config: Record<string, unknown>, applied: string[]): Promise<void> {
@@ -50,15 +31,6 @@ async function reloadWith(lb: BalancerProcess, config: Record<string, unknown>, 
 }
 
 const backends = (...list: Array<Record<string, unknown>>) => ({ discovery: { type: "static", backends: list } });
-
-/** Whether a TCP connection to 127.0.0.1:`port` is accepted. */
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ port, host: "127.0.0.1" });
-    s.once("connect", () => (s.destroy(), resolve(true)));
-    s.once("error", () => resolve(false));
-  });
-}
 
 describe("reload: each setting takes effect", () => {
   it("workers: 2: POST /reload answers only once every thread routes by the new backends", async () => {
