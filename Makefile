@@ -20,10 +20,13 @@ run: build
 	node dist/cli.js --config $${CONFIG:-config/config.yaml}
 
 # End-to-end suites that start gobalancer: run once per data path (data-path.test.ts
-# chooses its own). Discovery (Docker, Kubernetes) and the dashboard's browser test run
-# once: what they check is upstream of the data path, whose every behaviour the others
-# cover on both.
-DATA_PATH_SUITES = $(filter-out test/data-path.test.ts test/docker.test.ts test/kubernetes.test.ts test/dashboard.test.ts,$(shell grep -l startBalancer test/*.test.ts))
+# chooses its own). Those that check what is upstream of the data path run once:
+# discovery (Docker, Kubernetes), the dashboard's browser test, the API and its
+# persistence, the pickers (algorithms, slow start), health probes (their own sockets)
+# and the etcd store over TLS; the others cover every behaviour of the data path on both.
+UPSTREAM_SUITES = test/data-path.test.ts test/docker.test.ts test/kubernetes.test.ts test/dashboard.test.ts \
+	test/api.test.ts test/algorithms.test.ts test/slow-start.test.ts test/health.test.ts test/etcd-tls.test.ts
+DATA_PATH_SUITES = $(filter-out $(UPSTREAM_SUITES),$(shell grep -l startBalancer test/*.test.ts))
 NODE_TEST := node --test --test-concurrency=2 --test-timeout=120000
 
 ## test: type-check, build, and run every unit and end-to-end test, the end-to-end
