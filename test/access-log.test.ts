@@ -24,18 +24,20 @@ async function traffic(port: number): Promise<string[]> {
   return replies;
 }
 
+/** A balancer in front of one echo backend, writing its access log to `path`, after CONNECTIONS connections through it and its exit. */
+async function afterTraffic(workers: number, path: string) {
+  const echo = await startEchoBackend();
+  const lb = await startBalancer({ workers, access_log: { enabled: true, path }, discovery: { type: "static", backends: [{ address: echo.address }] } });
+  const replies = await traffic(lb.port);
+  lb.signal("SIGTERM");
+  assert.equal((await lb.exited).code, 0);
+  return { lb, echo, replies };
+}
+
 describe("access log", () => {
   it("to stdout with workers: 2, every line arrives whole, one per connection", async () => {
-    const echo = await startEchoBackend();
-    const lb = await startBalancer({
-      workers: 2,
-      access_log: { enabled: true, path: "stdout" },
-      discovery: { type: "static", backends: [{ address: echo.address }] },
-    });
-    const replies = await traffic(lb.port);
+    const { lb, replies } = await afterTraffic(2, "stdout");
     assert.deepEqual(replies, replies.map((_, i) => `request ${i}`));
-    lb.signal("SIGTERM");
-    assert.equal((await lb.exited).code, 0);
     // Lines cut by another thread's write would not parse and land in otherOutput.
     assert.deepEqual(lb.otherOutput, []);
     const lines = lb.logs.filter((l) => "termination" in l);
@@ -45,15 +47,7 @@ describe("access log", () => {
   });
 
   it("to a file with workers: 2, one valid line per connection, causes and fields as the contract names them", async () => {
-    const echo = await startEchoBackend();
-    const lb = await startBalancer({
-      workers: 2,
-      access_log: { enabled: true, path: "access.log" },
-      discovery: { type: "static", backends: [{ address: echo.address }] },
-    });
-    await traffic(lb.port);
-    lb.signal("SIGTERM");
-    assert.equal((await lb.exited).code, 0);
+    const { lb, echo } = await afterTraffic(2, "access.log");
     const lines = accessLines(lb);
     assert.equal(lines.length, CONNECTIONS);
     const fields = ["time", "client", "backend", "bytes_in", "bytes_out", "duration_ms", "connect_ms", "attempts", "termination"];

@@ -96,21 +96,22 @@ describe("BackendChooser with per-backend limits", () => {
   });
 });
 
+/** A chooser per thread over one shared table, one backend with max_connections 1. */
+function twoThreads() {
+  const table = new CounterTable(2);
+  const slot = table.allocate();
+  const logger = pino({ level: "silent" });
+  const view: BackendView = { key: "10.0.0.2:80", host: "10.0.0.2", port: 80, weight: 1, slot, maxConnections: 1 };
+  const snapshot: Snapshot = { version: 1, routable: [view], total: 1, limited: true, ramping: false, onBackups: false };
+  const [zero, one] = [0, 1].map((thread) => {
+    const chooser = new BackendChooser({ algorithm: "round_robin", queueTimeoutMs: 2000, counters: new CounterView(table.buffers, thread), warn: new RateLimitedLog(logger), threaded: true });
+    chooser.setSnapshot(snapshot);
+    return chooser;
+  });
+  return { zero: zero!, one: one!, view, table, slot };
+}
 describe("BackendChooser queue across two threads", () => {
-  /** A chooser per thread over one shared table, one backend with max_connections 1. */
-  function twoThreads() {
-    const table = new CounterTable(2);
-    const slot = table.allocate();
-    const logger = pino({ level: "silent" });
-    const view: BackendView = { key: "10.0.0.2:80", host: "10.0.0.2", port: 80, weight: 1, slot, maxConnections: 1 };
-    const snapshot: Snapshot = { version: 1, routable: [view], total: 1, limited: true, ramping: false, onBackups: false };
-    const [zero, one] = [0, 1].map((thread) => {
-      const chooser = new BackendChooser({ algorithm: "round_robin", queueTimeoutMs: 2000, counters: new CounterView(table.buffers, thread), warn: new RateLimitedLog(logger), threaded: true });
-      chooser.setSnapshot(snapshot);
-      return chooser;
-    });
-    return { zero: zero!, one: one!, view, table, slot };
-  }
+
 
   it("a place freed on one thread goes to the client that came first, though it waits on the other", async () => {
     const { zero, one, view } = twoThreads();
@@ -149,21 +150,12 @@ describe("BackendChooser queue across two threads", () => {
 
 describe("BackendChooser queue across two threads, a departure alone", () => {
   it("wakes the other thread when the client that went first leaves, with a place already free", async () => {
-    const table = new CounterTable(2);
-    const slot = table.allocate();
-    const logger = pino({ level: "silent" });
-    const view: BackendView = { key: "10.0.0.2:80", host: "10.0.0.2", port: 80, weight: 1, slot, maxConnections: 1 };
-    const snapshot: Snapshot = { version: 1, routable: [view], total: 1, limited: true, ramping: false, onBackups: false };
-    const [zero, one] = [0, 1].map((thread) => {
-      const chooser = new BackendChooser({ algorithm: "round_robin", queueTimeoutMs: 2000, counters: new CounterView(table.buffers, thread), warn: new RateLimitedLog(logger), threaded: true });
-      chooser.setSnapshot(snapshot);
-      return chooser;
-    });
+    const { zero, one, view, table, slot } = twoThreads();
     const log: string[] = [];
-    assert.equal(zero!.acquire(fakeConnection("holder", log)), view);
+    assert.equal(zero.acquire(fakeConnection("holder", log)), view);
     const gone = fakeConnection("gone", log);
-    assert.equal(one!.acquire(gone), null);
-    assert.equal(zero!.acquire(fakeConnection("next", log)), null);
+    assert.equal(one.acquire(gone), null);
+    assert.equal(zero.acquire(fakeConnection("next", log)), null);
     await new Promise((r) => setTimeout(r, 20)); // both threads now wait on each other
     // The place frees without a word to either thread...
     new CounterView(table.buffers, 0).closed(slot, 0, 0);
@@ -171,8 +163,8 @@ describe("BackendChooser queue across two threads, a departure alone", () => {
     gone.deadlines!.remove(gone);
     await waitUntil(() => log.length > 0);
     assert.deepEqual(log, ["next dequeued"]);
-    zero!.queue.stop();
-    one!.queue.stop();
+    zero.queue.stop();
+    one.queue.stop();
   });
 });
 
