@@ -104,6 +104,7 @@ describe("dashboard page", () => {
     await waitFor(async () => (await backends(lb)).find((b) => b.address === two.address)?.status === "draining", 5000, "draining in GET /backends");
     await waitFor(async () => (await row(page, two.address).locator('button[data-state="drain"]').getAttribute("aria-pressed")) === "true", 5000, "drain shown as set");
     await waitFor(async () => /draining/.test(await row(page, two.address).locator(".pill").innerText()), 5000, "the draining pill");
+    assert.equal(await row(page, two.address).locator('td[data-label="Admin state"] button[aria-pressed="true"]').innerText(), "Drain", "the admin state column");
     // While draining, new connections go to the others only.
     const totalOf = async (address: string) => (await backends(lb)).find((b) => b.address === address)!.total_connections;
     const twoBefore = await totalOf(two.address);

@@ -194,7 +194,7 @@ export const CLIENT_JS = String.raw`
     r.checked = cell(tr, "Last check", "when");
     r.error = cell(tr, "Last error", "lasterr");
 
-    var actions = cell(tr, "Actions", "actions");
+    var actions = cell(tr, "Admin state", "actions");
     // The admin state: ready / drain / maint (PUT /backends/{address} {"state": ...}).
     var adminSlot = el("span", "admin-state-slot");
     adminSlot.setAttribute("role", "group");

@@ -48,7 +48,7 @@ export const PAGE_HTML = `<!doctype html>
           <th>Backend</th><th>Status</th><th>Weight</th>
           <th class="num">Active</th><th class="num">Total</th><th class="num">Failed</th>
           <th class="num">Bytes in</th><th class="num">Bytes out</th>
-          <th>Last check</th><th>Last error</th><th class="actions">Actions</th>
+          <th>Last check</th><th>Last error</th><th class="actions">Admin state</th>
         </tr></thead>
         <tbody id="rows"></tbody>
       </table>
