@@ -9,7 +9,7 @@ NODE_STAMP := toolchain/node_modules/.installed
 DEPS_STAMP := node_modules/.installed
 SOURCES := $(shell find src -name '*.ts' ! -name '*.test.ts') tsconfig.json tsconfig.build.json
 
-.PHONY: run test build typecheck fuzz bench bench-peers bench-replicas soak deps clean
+.PHONY: run test build typecheck reference fuzz bench bench-peers bench-replicas soak deps clean
 
 ## run: build, start three demo backends on 127.0.0.1:9001-9003 and GoBalancer on :8080
 run: build
@@ -47,6 +47,10 @@ dist/.built: $(DEPS_STAMP) $(SOURCES)
 	tsc -p tsconfig.build.json
 	chmod +x dist/cli.js
 	touch $@
+
+## reference: write the configuration reference generated from the schema into the README
+reference: $(DEPS_STAMP)
+	node -e 'const fs = require("node:fs"); import("./src/config/reference.ts").then((m) => fs.writeFileSync("README.md", m.withCurrentReference(fs.readFileSync("README.md", "utf8"))))'
 
 typecheck: $(DEPS_STAMP)
 	tsc -p tsconfig.json

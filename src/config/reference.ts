@@ -14,13 +14,32 @@ interface FieldDoc {
 /**
  * The configuration reference in the README: every key with its default and what it is
  * for, generated from the schema's own field documentation (schema.ts `doc`), so the
- * two cannot drift: reference.test.ts fails when they differ, and its title gives the
- * command that prints the block to paste. Lists show one example entry.
+ * two cannot drift: reference.test.ts fails when they differ, and `make reference`
+ * writes it into the README. Lists show one example entry.
  */
 export function configReference(): string {
   const lines: string[] = [];
   writeObject(configSchemaShape(), 0, lines);
   return `${lines.join("\n")}\n`;
+}
+
+const SECTION = "\n## Configuration\n";
+const BLOCK_START = "```yaml\n";
+const BLOCK_END = "```\n";
+
+/** Where the reference sits in the README's text: the first YAML block under "## Configuration". */
+export function referenceSpan(readme: string): { start: number; end: number } {
+  const section = readme.indexOf(SECTION);
+  if (section === -1) throw new Error(`README has no "${SECTION.trim()}" section`);
+  const start = readme.indexOf(BLOCK_START, section) + BLOCK_START.length;
+  if (start < BLOCK_START.length) throw new Error("README's Configuration section has no yaml block");
+  return { start, end: readme.indexOf(BLOCK_END, start) };
+}
+
+/** `readme` with its configuration reference replaced by the one generated now. */
+export function withCurrentReference(readme: string): string {
+  const { start, end } = referenceSpan(readme);
+  return readme.slice(0, start) + configReference() + readme.slice(end);
 }
 
 function writeObject(shape: Record<string, z.core.$ZodType>, indent: number, lines: string[], firstPrefix = ""): void {
