@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { rmSync } from "node:fs";
 import path from "node:path";
 import { ensureDebianPackages } from "./apt.ts";
-import { tempDir, waitFor } from "./harness.ts";
+import { GiveUp, tempDir, waitFor } from "./harness.ts";
 import { freePort } from "./ports.ts";
 
 const ETCD = "/usr/bin/etcd";
@@ -110,23 +110,26 @@ export class EtcdMember {
 
   /** Resolves once the member answers its health check; fails at once if it exits. */
   async healthy(timeoutMs = 30_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
     let last = "no answer yet";
-    while (!this.exit) {
+    const check = async () => {
+      if (this.exit) throw new GiveUp(this.exit);
       try {
         const res = await fetch(`${this.metricsUrl ?? this.clientUrl}/health`, { signal: AbortSignal.timeout(1000) });
         const body = await res.text();
-        if (res.ok && (JSON.parse(body) as { health?: string }).health === "true") return;
+        if (res.ok && (JSON.parse(body) as { health?: string }).health === "true") return true;
         last = `${res.status} ${body.trim()}`;
       } catch (err) {
         const cause = (err as Error).cause as Error | undefined;
         last = `${String(err)}${cause ? ` (${cause.message})` : ""}`;
       }
-      if (Date.now() > deadline) break;
-      await new Promise((r) => setTimeout(r, 50));
+      return false;
+    };
+    try {
+      await waitFor(check, timeoutMs, `etcd ${this.name} healthy`);
+    } catch (err) {
+      const why = err instanceof GiveUp ? err.message : `not healthy after ${timeoutMs} ms: ${last}`;
+      throw new Error(`etcd ${this.name} at ${this.clientUrl} ${why}; it said: ${this.output.slice(-5).join(" | ") || "nothing"}`);
     }
-    const why = this.exit ? this.exit : `not healthy after ${timeoutMs} ms: ${last}`;
-    throw new Error(`etcd ${this.name} at ${this.clientUrl} ${why}; it said: ${this.output.slice(-5).join(" | ") || "nothing"}`);
   }
 
   /** This member's status through etcd's JSON gateway: its id and the leader it knows. */

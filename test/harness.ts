@@ -14,9 +14,15 @@ import { stringify } from "yaml";
 export const REPO = path.resolve(import.meta.dirname, "..");
 export const CLI = path.join(REPO, "dist", "cli.js");
 
-/** Polls `check` until it returns a truthy value or `timeoutMs` passes (then throws). */
 type Truthy<T> = Exclude<T, false | null | undefined | 0 | "">;
 
+/** Thrown by a waitFor check to stop waiting at once: what it waits for can no longer happen. */
+export class GiveUp extends Error {}
+
+/**
+ * Polls `check` until it returns a truthy value or `timeoutMs` passes (then throws). A
+ * check that throws is tried again (the last error is reported), unless it throws GiveUp.
+ */
 export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs = 5000, what = "condition"): Promise<Truthy<Awaited<T>>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
@@ -25,6 +31,7 @@ export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs = 5000, 
       const value = await check();
       if (value) return value as Truthy<Awaited<T>>;
     } catch (err) {
+      if (err instanceof GiveUp) throw err;
       last = err;
     }
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
