@@ -1,5 +1,5 @@
 # GoBalancer. `make run` and `make test` work on a fresh machine: they fetch the pinned
-# Node.js 24 from the npm registry (toolchain/) when the machine's Node is older.
+# Node.js 24 from the npm registry (toolchain/) and run on it, whatever Node the machine has.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 export PATH := $(CURDIR)/toolchain/node_modules/.bin:$(CURDIR)/node_modules/.bin:$(PATH)

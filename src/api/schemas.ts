@@ -85,8 +85,8 @@ export const backend = z
     active_connections: z.int(),
     total_connections: z.number(),
     failed_connections: z.number().meta({ description: "Dials that failed (refused, timed out, reset)" }),
-    bytes_in: z.number().meta({ description: "Bytes clients sent through to this backend (counted when a connection closes)" }),
-    bytes_out: z.number().meta({ description: "Bytes this backend sent back to clients (counted when a connection closes)" }),
+    bytes_in: z.number().meta({ description: "Bytes clients sent through to this backend (open connections' every 2 s)" }),
+    bytes_out: z.number().meta({ description: "Bytes this backend sent back to clients (open connections' every 2 s)" }),
     last_checked_at: z.string().nullable().meta({ description: "Time of the last health probe (ISO 8601)" }),
     last_error: z.string().nullable(),
   })
