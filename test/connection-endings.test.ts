@@ -151,8 +151,12 @@ const rows: Row[] = [
     termination: "client_rst",
     client: "self",
     backend: "rst",
+    bytes: [1, 1], // the echo below
     act: async (client, backend) => {
       await waitFor(backend, 2000, "the backend connection");
+      // The backend having accepted does not mean the balancer has seen its dial
+      // complete (a reset before that is client_gone, the dial abandoned): an echo does.
+      await roundTrip(client.socket);
       client.socket.resetAndDestroy();
       return at();
     },
