@@ -35,9 +35,8 @@ const FINISH_MS = 2000;
 export class AccessLog {
   private readonly dest: pino.DestinationStream & { end(): void; once(event: string, listener: () => void): void };
   private readonly batchBytes: number;
-  /** Lines not yet handed to `dest`, and their length (every character is ASCII, see write()). */
+  /** Lines not yet handed to `dest` (every character is ASCII, see write(): its length is its size). */
   private pending = "";
-  private pendingBytes = 0;
   private readonly flusher: NodeJS.Timeout;
   /** The time field of the last line, reused by lines within the same millisecond. */
   private lastMs = 0;
@@ -80,17 +79,15 @@ export class AccessLog {
       this.lastTime = new Date(now).toISOString();
     }
     const line = `{"time":"${this.lastTime}","client":"${client}","backend":"${backend}","bytes_in":${bytesIn},"bytes_out":${bytesOut},"duration_ms":${durationMs},"connect_ms":${connectMs},"attempts":${attempts},"termination":"${termination}"}\n`;
-    if (this.pendingBytes + line.length > this.batchBytes) this.handOver();
+    if (this.pending.length + line.length > this.batchBytes) this.handOver();
     this.pending += line;
-    this.pendingBytes += line.length;
   }
 
   /** Hands the gathered lines to the destination, which writes them asynchronously. */
   private handOver(): void {
-    if (this.pendingBytes === 0) return;
+    if (this.pending.length === 0) return;
     this.dest.write(this.pending);
     this.pending = "";
-    this.pendingBytes = 0;
   }
 
   /**
