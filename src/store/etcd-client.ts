@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import type { Etcd3 } from "etcd3";
 import type { Interceptor } from "@grpc/grpc-js";
-import { neverReachedEtcd } from "./etcd-errors.ts";
+import { neverReachedEtcd, refusedForNoLeader } from "./etcd-errors.ts";
 
 /** PEM files for https:// endpoints (state_store.etcd.tls); "" for each one not set. */
 export interface EtcdTlsFiles {
@@ -87,7 +87,7 @@ export async function createEtcdClient(opts: EtcdClientOptions): Promise<EtcdCli
       if (!(err instanceof Error)) return false;
       return isBrokenCircuitError(err) || neverReachedEtcd(err.message);
     },
-    noLeader: (err) => err instanceof Error && /etcdserver: no leader/.test(err.message),
+    noLeader: (err) => err instanceof Error && refusedForNoLeader(err.message),
   };
 }
 

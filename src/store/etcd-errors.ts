@@ -19,6 +19,11 @@ export function etcdErrorText(err: unknown): string {
  * deadline; grpc-js then says what the call was waiting for).
  */
 export function neverReachedEtcd(message: string): boolean {
-  if (/No connection established|ECONNREFUSED|etcdserver: no leader/.test(message)) return true;
+  if (/No connection established|ECONNREFUSED/.test(message) || refusedForNoLeader(message)) return true;
   return /Deadline exceeded/.test(message) && /Waiting for LB pick|waiting for name resolution|waiting for metadata filters/.test(message);
+}
+
+/** Whether a member refused the call for want of a leader (etcd does so before proposing anything). */
+export function refusedForNoLeader(message: string): boolean {
+  return message.includes("etcdserver: no leader");
 }
