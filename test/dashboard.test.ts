@@ -52,13 +52,15 @@ describe("dashboard page", () => {
     await cleanup();
   });
 
-  async function open(lb: BalancerProcess, width = 1280): Promise<Page> {
+  /** The dashboard in a new page; `beforeLoad` runs first (an init script, say). */
+  async function open(lb: BalancerProcess, width = 1280, beforeLoad?: (page: Page) => Promise<unknown>): Promise<Page> {
     const page = await browser.newPage({ viewport: { width, height: 900 } });
     page.on("pageerror", (err) => pageErrors.push(err.message));
     // Any request that leaves the API's origin fails the test: the page must be self-contained.
     page.on("request", (req) => {
       if (!req.url().startsWith(lb.api) && !req.url().startsWith("data:")) pageErrors.push(`request outside the API: ${req.url()}`);
     });
+    await beforeLoad?.(page);
     await page.goto(`${lb.api}/`);
     return page;
   }
@@ -170,13 +172,12 @@ describe("dashboard page", () => {
   it("keeps the charts live when the browser's clock is behind the server's", { timeout: 30_000 }, async () => {
     const echo = await startEchoBackend();
     const lb = await startBalancer({ discovery: { type: "static", backends: [{ address: echo.address }] } });
-    const page = await browser.newPage();
-    page.on("pageerror", (err) => pageErrors.push(err.message));
-    await page.addInitScript(() => {
-      const real = Date.now;
-      Date.now = () => real() - 10 * 60_000;
-    });
-    await page.goto(`${lb.api}/`);
+    const page = await open(lb, 1280, (p) =>
+      p.addInitScript(() => {
+        const real = Date.now;
+        Date.now = () => real() - 10 * 60_000;
+      }),
+    );
     await row(page, echo.address).waitFor();
     for (let i = 0; i < 12; i++) assert.equal(await request(lb.port, `late ${i}`), `late ${i}`);
     await waitFor(async () => Number((await page.locator("#tile-total").innerText()).replace(/\D/g, "")) === 12, 6000, "12 accepted, from a live sample");
